@@ -1,0 +1,35 @@
+# The two commands a new user types:  make demo   |   make test
+# Both create .venv from the pinned lock when it is missing (or when the lock changed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+TARGET ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint bench clean-results venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@echo ">> creating $(VENV) from requirements.lock (first run only)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES) $(TARGET)
+
+test: venv
+	$(BIN)/python -m pytest -ra tests
+
+lint: venv
+	$(BIN)/snakemake --lint
+
+bench: venv
+	$(BIN)/python -m g4g.bench
+
+clean-results:
+	rm -rf results logs benchmarks .snakemake

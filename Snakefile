@@ -1,0 +1,25 @@
+# G4G pipeline: raw talking-head videos -> shards -> (training, inference, evaluation: later phases).
+# Usage: snakemake --cores 8 [target]; on a cluster add --workflow-profile profiles/slurm.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/landmarks.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand(rules.prepare.output.summary, dataset=DATASET),
+        expand(rules.inspect.output.png, dataset=DATASET),

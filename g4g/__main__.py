@@ -1,0 +1,3 @@
+from g4g.cli import main
+
+raise SystemExit(main())

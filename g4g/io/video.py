@@ -1,0 +1,241 @@
+"""Video IO: probing, exact 25 fps resampling maps, streamed decoding, encoding.
+
+Decoding uses PyAV (frames with timestamps, rotation side data, threaded decode); encoding and muxing
+use the static ffmpeg binary shipped by imageio-ffmpeg, fed raw frames through a pipe, so no system
+ffmpeg is needed. Frames are always streamed: nothing here holds a whole video in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import av
+import numpy as np
+
+from g4g.rejects import ClipError
+from g4g.utils import atomic_path
+
+log = logging.getLogger(__name__)
+av.logging.set_level(av.logging.PANIC)  # decoder chatter goes to our own log lines instead
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    width: int  # displayed size, i.e. after applying the rotation metadata
+    height: int
+    rotation: int  # degrees counter-clockwise to apply to decoded frames (0, 90, 180, 270)
+    fps: float  # average rate
+    n_frames: int  # frames with a timestamp, counted by demuxing (exact, no decode)
+    duration: float  # seconds, first frame start to last frame end
+    codec: str
+    variable_rate: bool
+    has_audio: bool
+    audio_rate: int
+    audio_channels: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _open(path: str | os.PathLike):
+    p = Path(path)
+    if not p.exists():
+        raise ClipError(f"file not found: {p}")
+    if p.stat().st_size == 0:
+        raise ClipError("zero-length file")
+    try:
+        return av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise ClipError(f"cannot open container ({type(e).__name__}: {e})") from e
+
+
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation times (s) of every video frame, sorted, from the packets alone (no decode)."""
+    with _open(path) as c:
+        if not c.streams.video:
+            raise ClipError("no video stream")
+        s = c.streams.video[0]
+        tb = float(s.time_base)
+        pts = []
+        try:
+            for pkt in c.demux(s):
+                if pkt.pts is not None and pkt.size > 0:
+                    pts.append(pkt.pts)
+        except av.error.FFmpegError as e:  # truncated file: keep what was readable
+            log.warning("%s: demux stopped early (%s)", path, e)
+    if not pts:
+        raise ClipError("video stream has no frames")
+    t = np.sort(np.asarray(pts, dtype=np.float64) * tb)
+    return t - t[0]
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    times = frame_times(path)
+    with _open(path) as c:
+        s = c.streams.video[0]
+        rotation = 0
+        try:
+            first = next(c.decode(s))
+            rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
+        except (StopIteration, av.error.FFmpegError) as e:
+            raise ClipError(f"first video frame does not decode ({e})") from e
+        w, h = first.width, first.height
+        if rotation in (90, 270):
+            w, h = h, w
+        a = c.streams.audio[0] if c.streams.audio else None
+        codec = s.codec_context.name
+    dt = np.diff(times)
+    step = float(np.median(dt)) if len(dt) else 1 / 25
+    fps = 1.0 / step if step > 0 else 25.0
+    vfr = bool(len(dt) > 2 and (dt.max() - dt.min()) > 0.25 * step)
+    return VideoInfo(path=str(path), width=w, height=h, rotation=rotation, fps=fps, n_frames=len(times),
+                     duration=float(times[-1] + step), codec=codec, variable_rate=vfr,
+                     has_audio=a is not None, audio_rate=int(a.rate) if a is not None else 0,
+                     audio_channels=int(a.channels) if a is not None else 0)
+
+
+def resample_index(times: np.ndarray, fps_out: float = 25.0, duration: float | None = None) -> np.ndarray:
+    """Source frame index shown at each output frame k (time k / fps_out), for any input rate.
+
+    The source frame on screen at time t is the last one whose timestamp is <= t (what a player
+    shows, and what ffmpeg's fps filter picks up to its rounding). Works for constant and variable
+    frame rates alike; output length is round(duration * fps_out).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if duration is None:
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 1 / fps_out
+        duration = float(times[-1] + step)
+    n_out = max(int(round(duration * fps_out)), 0)
+    t_out = np.arange(n_out) / fps_out
+    idx = np.searchsorted(times, t_out + 1e-6, side="right") - 1
+    return np.clip(idx, 0, len(times) - 1).astype(np.int32)
+
+
+def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fmt: str = "rgb24",
+                size: tuple[int, int] | None = None, rotation: int | None = None,
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (output_index, frame) in order, decoding the file once.
+
+    `index_map[k]` is the source frame (presentation order) to show at output index k; a source
+    frame that several outputs share is converted once and yielded for each. `size` (w, h) scales in
+    the decoder's converter (cheap); `fmt` is any PyAV format ('rgb24', 'gray', 'bgr24').
+    Rotation metadata is applied so frames come out the way players display them.
+    """
+    with _open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        want = None if index_map is None else np.asarray(index_map)
+        k = 0  # next output index to produce
+        src = -1
+        rot = rotation
+        try:
+            for frame in c.decode(s):
+                src += 1
+                if rot is None:
+                    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                if want is not None:
+                    if k >= len(want):
+                        return
+                    if want[k] > src:
+                        continue
+                kw = {"format": fmt}
+                if size is not None:
+                    w, h = size if rot in (0, 180) else size[::-1]
+                    kw.update(width=w, height=h)
+                img = frame.to_ndarray(**kw)
+                if rot:
+                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
+                if want is None:
+                    yield src, img
+                    continue
+                while k < len(want) and want[k] <= src:
+                    yield k, img
+                    k += 1
+        except av.error.FFmpegError as e:
+            raise ClipError(f"decode failed after {src + 1} frames ({type(e).__name__}: {e})") from e
+        if want is not None and k < len(want):
+            raise ClipError(f"stream ended after {src + 1} decodable frames; {len(want) - k} of "
+                            f"{len(want)} resampled frames missing (truncated file?)")
+
+
+def decode_all(path, index_map=None, fmt="rgb24", size=None) -> np.ndarray:
+    """Whole clip as one array (T, H, W, C); only for short clips (tests, demo, small inference)."""
+    frames = [f for _, f in iter_frames(path, index_map, fmt=fmt, size=size)]
+    if not frames:
+        raise ClipError("no frames decoded")
+    return np.stack(frames)
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 mp4 through an ffmpeg pipe, optionally muxing an audio file.
+
+    Written to a temporary name and renamed on a clean close (use as a context manager).
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
+                 audio: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
+                 codec: str = "libx264", extra_args: Iterable[str] = ()):
+        self.path = Path(path)
+        self.size = size
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        w, h = size
+        cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+        if audio is not None:
+            cmd += ["-i", str(audio)]
+        pix = ["-pix_fmt", "yuv420p"] if w % 2 == 0 and h % 2 == 0 else ["-pix_fmt", "yuv444p"]
+        cmd += ["-c:v", codec, "-preset", preset, "-crf", str(crf), *pix, *extra_args]
+        if audio is not None:
+            cmd += ["-c:a", "aac", "-b:a", "128k", "-map", "0:v:0", "-map", "1:a:0", "-shortest"]
+        cmd += ["-movflags", "+faststart", str(self._tmp)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.n = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
+        if (w, h) != tuple(self.size):
+            raise ValueError(f"frame size {w}x{h} != writer size {self.size}")
+        self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.n += 1
+
+    def close(self, ok: bool = True) -> None:
+        self._proc.stdin.close()
+        err = self._proc.stderr.read().decode(errors="replace")
+        rc = self._proc.wait()
+        if ok and rc != 0:
+            self._ctx.__exit__(RuntimeError, RuntimeError(err), None)
+            raise RuntimeError(f"ffmpeg failed writing {self.path}: {err.strip()}")
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(ok=exc_type is None)
+        return False
+
+
+def write_video(path, frames: Iterable[np.ndarray], fps: float, audio=None, **kw) -> int:
+    it = iter(frames)
+    first = next(it)
+    with VideoWriter(path, fps, (first.shape[1], first.shape[0]), audio=audio, **kw) as vw:
+        vw.write(first)
+        for f in it:
+            vw.write(f)
+    return vw.n

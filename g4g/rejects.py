@@ -1,0 +1,55 @@
+"""The rejects record: one row per (clip, stage) that could not be processed, with the reason.
+
+Every stage collects its rejects in a `Rejects` and writes them next to its output (possibly an
+empty table, so Snakemake has a file to track); `g4g prepare-summary` merges them into
+results/{dataset}/rejects.parquet. One bad clip never aborts a run: stages catch `ClipError` (and,
+as a last resort, any Exception) per clip, record it here and go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from g4g.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([("clip_id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                    ("path", pa.string())])
+
+
+class ClipError(Exception):
+    """A clip cannot go through a stage; the message is the reason users read in rejects.parquet."""
+
+
+@dataclass
+class Rejects:
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, clip_id: str, reason: str, path: str = "") -> None:
+        log.warning("REJECT clip=%s stage=%s: %s", clip_id, self.stage, reason)
+        self.rows.append({"clip_id": clip_id, "stage": self.stage, "reason": reason, "path": str(path)})
+
+    def __contains__(self, clip_id: str) -> bool:
+        return any(r["clip_id"] == clip_id for r in self.rows)
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_rejects(self.rows, path)
+
+
+def write_rejects(rows: list[dict], path: str | os.PathLike) -> None:
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_rejects(paths: list[str | os.PathLike]) -> pa.Table:
+    tables = [pq.read_table(p, schema=SCHEMA) for p in paths if Path(p).exists()]
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

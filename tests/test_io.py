@@ -1,0 +1,140 @@
+"""Video/audio IO: resampling index maps, probing, and every kind of bad input the brief lists."""
+
+import numpy as np
+import pytest
+from conftest import ffmpeg, make_video
+
+from g4g.io.audio import level_dbfs, load_audio
+from g4g.io.video import decode_all, frame_times, iter_frames, probe, resample_index, write_video
+from g4g.rejects import ClipError
+
+
+# ----------------------------------------------------------------------------------- index maps
+@pytest.mark.parametrize("fps_in,seconds", [(25, 2.0), (30, 4.2), (29.97, 3.0), (60, 1.0), (22, 2.5)])
+def test_resample_index_constant_rate(fps_in, seconds):
+    n_in = int(round(fps_in * seconds))
+    times = np.arange(n_in) / fps_in
+    idx = resample_index(times, 25)
+    assert len(idx) == round(n_in / fps_in * 25)
+    # each output frame shows the source frame on screen at k / 25
+    for k in range(len(idx)):
+        t = k / 25
+        assert times[idx[k]] <= t + 1e-6 and (idx[k] == n_in - 1 or times[idx[k] + 1] > t + 1e-6)
+    assert np.all(np.diff(idx) >= 0)
+
+
+def test_resample_identity_at_25():
+    assert resample_index(np.arange(50) / 25, 25).tolist() == list(range(50))
+
+
+def test_resample_30_to_25_drops_every_sixth():
+    idx = resample_index(np.arange(30) / 30, 25)
+    assert idx.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 24, 25, 26,
+                            27, 28]
+
+
+def test_resample_variable_rate():
+    times = np.array([0, 0.01, 0.05, 0.2, 0.21, 0.3])  # a stall then a burst
+    idx = resample_index(times, 25, duration=0.32)
+    assert idx.tolist() == [0, 1, 2, 2, 2, 3, 4, 4]  # t = 0, .04, ... .28
+
+
+# ----------------------------------------------------------------------------------- probe/decode
+def test_probe_and_decode_basic(tmp_path):
+    p = make_video(tmp_path / "a.mp4", n=30, size=(64, 48), fps=30)
+    info = probe(p)
+    assert (info.width, info.height, info.n_frames, info.rotation) == (64, 48, 30, 0)
+    assert info.fps == pytest.approx(30, rel=1e-3) and info.has_audio and not info.variable_rate
+    frames = decode_all(p, resample_index(frame_times(p), 25))
+    assert frames.shape == (25, 48, 64, 3)
+
+
+def test_odd_size(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (10, 251, 257, 3), dtype=np.uint8)
+    p = tmp_path / "odd.mp4"
+    write_video(p, frames, 25)  # odd sizes are encoded 4:4:4 (4:2:0 needs even sizes)
+    info = probe(p)
+    assert (info.width, info.height) == (257, 251)
+    assert decode_all(p).shape == (10, 251, 257, 3)
+
+
+def test_hevc(tmp_path):
+    p = make_video(tmp_path / "hevc.mp4", n=10, size=(96, 64), vcodec="libx265")
+    assert probe(p).codec == "hevc"
+    assert decode_all(p, resample_index(frame_times(p), 25)).shape == (10, 64, 96, 3)
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    src = make_video(tmp_path / "land.mp4", n=5, size=(64, 48))
+    rot = tmp_path / "rot.mp4"
+    ffmpeg("-display_rotation:v", "90", "-i", str(src), "-c", "copy", str(rot))
+    info = probe(rot)
+    assert info.rotation == 90 and (info.width, info.height) == (48, 64)
+    a, b = decode_all(src)[0], decode_all(rot)[0]
+    assert b.shape == (64, 48, 3)
+    np.testing.assert_array_equal(b, np.rot90(a, 1))  # what ffmpeg's own autorotate displays
+
+
+def test_variable_frame_rate(tmp_path):
+    src = make_video(tmp_path / "c.mp4", n=50, size=(32, 32))
+    vfr = tmp_path / "vfr.mkv"  # frames 0..24 at 25 fps, then 10 fps-like gaps: setpts makes VFR
+    ffmpeg("-i", str(src), "-vf", "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'", "-fps_mode", "vfr",
+           "-an", str(vfr))
+    info = probe(vfr)
+    assert info.variable_rate
+    idx = resample_index(frame_times(vfr), 25, info.duration)
+    assert idx[:25].tolist() == list(range(25))
+    assert len(idx) == pytest.approx(info.duration * 25, abs=1)
+    assert np.all(np.diff(idx[25:]) <= 1) and (np.diff(idx[25:]) == 0).any()  # frames repeat
+
+
+@pytest.mark.parametrize("kind", ["zero", "garbage", "truncated", "missing"])
+def test_broken_files_raise_clip_error(tmp_path, kind):
+    p = tmp_path / f"{kind}.mp4"
+    if kind == "zero":
+        p.write_bytes(b"")
+    elif kind == "garbage":
+        p.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        good = make_video(tmp_path / "good.mp4", n=50, size=(64, 48))
+        data = good.read_bytes()
+        p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ClipError):
+        info = probe(p)
+        list(iter_frames(p, resample_index(frame_times(p), 25, info.duration)))
+
+
+def test_no_audio_stream(tmp_path):
+    p = make_video(tmp_path / "na.mp4", audio=None)
+    assert not probe(p).has_audio
+    with pytest.raises(ClipError, match="no audio stream"):
+        load_audio(p)
+
+
+def test_silent_audio_level(tmp_path):
+    p = make_video(tmp_path / "s.mp4", audio="silence", n=25)
+    a = load_audio(p)
+    assert a.size == pytest.approx(16000, abs=1200) and level_dbfs(a) < -90
+    t = load_audio(make_video(tmp_path / "t.mp4", audio="tone", n=25))
+    assert level_dbfs(t) > -30
+
+
+def test_write_video_round_trip_with_audio(tmp_path, rng):
+    from g4g.io.audio import write_wav
+
+    wav = tmp_path / "a.wav"
+    write_wav(wav, 0.1 * np.sin(np.arange(32000) / 10).astype(np.float32))
+    frames = [np.full((48, 64, 3), 5 * i, np.uint8) for i in range(50)]
+    out = tmp_path / "o.mp4"
+    assert write_video(out, frames, 25, audio=wav) == 50
+    info = probe(out)
+    assert info.n_frames == 50 and info.has_audio
+    assert load_audio(out).size == pytest.approx(32000, abs=1600)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_video_writer_failure_leaves_nothing(tmp_path):
+    out = tmp_path / "x.mp4"
+    with pytest.raises(ZeroDivisionError):  # the producer fails half-way
+        write_video(out, (np.zeros((48, 64, 3), np.uint8) if i < 3 else 1 / 0 for i in range(5)), 25)
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))

@@ -1,0 +1,45 @@
+# Helpers shared by the rule files: dataset/shard lists and parameter passing. Logic lives in g4g/.
+import json
+import shlex
+
+from g4g.data.scan import assign_shards, dataset_clips
+
+DATASET = config["dataset"]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_-]+",
+    shard=r"s\d{4}",
+
+
+def ds_cfg(name):
+    """The dataset's params.yaml entry plus the global seed (what `g4g scan` receives)."""
+    d = dict(config["datasets"][name])
+    d.setdefault("seed", config["seed"])
+    d["name"] = name
+    return d
+
+
+def dataset_videos(name):
+    return list(dataset_clips(ds_cfg(name)).values())
+
+
+def shards(name):
+    d = ds_cfg(name)
+    return sorted(assign_shards(list(dataset_clips(d)), d["shard_size"]))
+
+
+def as_json(d):
+    """A params section as one shell-quoted JSON word for `g4g ... --params`."""
+    return shlex.quote(json.dumps(d, sort_keys=True))
+
+
+def stage_params():
+    v, a = config["video"], config["audio"]
+    return {"fps": v["fps"], "min_frames": v["min_frames"], "sample_rate": a["sample_rate"],
+            "silence_dbfs": a["silence_dbfs"], "reject_silent": a["reject_silent"]}
+
+
+def per_shard(pattern):
+    """Input function: `pattern` expanded over every shard of the wildcard's dataset."""
+    return lambda w: expand(pattern, dataset=w.dataset, shard=shards(w.dataset))

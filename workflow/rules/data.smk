@@ -1,0 +1,53 @@
+# Phase 1: the raw data. The demo set is generated; real datasets are read where params.yaml points.
+
+DEMO = config["datasets"].get("demo", {})
+
+
+rule demo_data:
+    output:
+        clips=expand("{root}/demo_{i:03d}.mp4", root=DEMO.get("root", "results/demo/raw"),
+                     i=range(DEMO.get("n_clips", 0))),
+        index=f"{DEMO.get('root', 'results/demo/raw')}/demo.json",
+    params:
+        cfg=as_json({"n_clips": DEMO.get("n_clips"), "seed": config["seed"], "size": DEMO.get("size"),
+                     "min_seconds": DEMO.get("min_seconds"), "max_seconds": DEMO.get("max_seconds")}),
+        root=DEMO.get("root", "results/demo/raw"),
+    log:
+        "logs/demo/demo_data.log",
+    benchmark:
+        "benchmarks/demo/demo_data.tsv"
+    shell:
+        "g4g demo-data --out {params.root} --params {params.cfg} --log {log}"
+
+
+rule scan:
+    input:
+        videos=lambda w: dataset_videos(w.dataset),
+    output:
+        manifest="results/{dataset}/manifest.parquet",
+        rejects="results/{dataset}/rejects/scan.parquet",
+    params:
+        ds=lambda w: as_json(ds_cfg(w.dataset)),
+    log:
+        "logs/{dataset}/scan.log",
+    shell:
+        "g4g scan --params {params.ds} --out {output.manifest} --rejects {output.rejects} --log {log}"
+
+
+rule resample:
+    input:
+        manifest=rules.scan.output.manifest,
+    output:
+        table="results/{dataset}/resampled/{shard}.parquet",
+        rejects="results/{dataset}/rejects/resample/{shard}.parquet",
+    params:
+        stage=as_json(stage_params()),
+    log:
+        "logs/{dataset}/resample/{shard}.log",
+    benchmark:
+        "benchmarks/{dataset}/resample/{shard}.tsv"
+    resources:
+        mem_mb=2000,
+    shell:
+        "g4g resample --manifest {input.manifest} --shard {wildcards.shard} --params {params.stage}"
+        " --out {output.table} --rejects {output.rejects} --log {log}"

@@ -1,0 +1,19 @@
+# Figures for `snakemake --report`: what people would rather look at than read.
+
+
+rule inspect:
+    input:
+        frames=lambda w: f"results/{w.dataset}/shards/{shards(w.dataset)[0]}.frames.parquet",
+        mels=lambda w: f"results/{w.dataset}/shards/{shards(w.dataset)[0]}.mels.parquet",
+        resampled=lambda w: f"results/{w.dataset}/resampled/{shards(w.dataset)[0]}.parquet",
+        ready=rules.prepare.output.summary,
+    output:
+        png=report("results/{dataset}/inspect.png", caption="../report/inspect.rst", category="Data",
+                   labels={"dataset": "{dataset}", "figure": "contact sheet"}),
+    params:
+        n=6,
+    log:
+        "logs/{dataset}/inspect.log",
+    shell:
+        "g4g inspect --frames {input.frames} --mels {input.mels} --resampled {input.resampled}"
+        " -n {params.n} --out {output.png} --log {log}"
