@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 CORES ?= all
 TARGET ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# rules call the `g4g` command line and dvc calls `snakemake`: both come from the venv
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test lint bench clean-results venv
 

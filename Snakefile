@@ -11,6 +11,11 @@ configfile: "params.yaml"
 validate(config, "workflow/schemas/params.schema.yaml")
 
 
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_-]+",
+    shard=r"s\d{4}",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/landmarks.smk"

@@ -74,8 +74,6 @@ def resample_clip(row: dict, p: StageParams) -> dict:
     from g4g.io.audio import level_dbfs, load_audio
     from g4g.io.video import frame_times, resample_index
 
-    if not row["ok"]:
-        raise ClipError(f"rejected at scan: {row['reason']}")
     times = frame_times(row["path"])
     step = 1.0 / row["fps"] if row["fps"] else 1.0 / p.fps
     duration = float(times[-1] + step)
@@ -96,7 +94,7 @@ def resample_clip(row: dict, p: StageParams) -> dict:
 
 
 def run_resample(manifest: str, shard: str, out: str, rejects_out: str, p: StageParams) -> None:
-    rows = _clips_of(pq.read_table(manifest), shard)
+    rows = [r for r in _clips_of(pq.read_table(manifest), shard) if r["ok"]]  # scan rejects are recorded
     rejects = Rejects("resample")
     done = [r for row in tqdm(rows, desc=f"resample {shard}", unit="clip")
             if (r := _guard(rejects, row["clip_id"], row["path"], resample_clip, row, p)) is not None]

@@ -1,15 +1,11 @@
-# Helpers shared by the rule files: dataset/shard lists and parameter passing. Logic lives in g4g/.
+# Helpers shared by the workflow files (dataset and shard lists, parameter passing). Logic lives in g4g/
 import json
 import shlex
 
 from g4g.data.scan import assign_shards, dataset_clips
 
 DATASET = config["dataset"]
-
-
-wildcard_constraints:
-    dataset=r"[A-Za-z0-9_-]+",
-    shard=r"s\d{4}",
+ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else the active env)
 
 
 def ds_cfg(name):

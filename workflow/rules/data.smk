@@ -1,4 +1,5 @@
 # Phase 1: the raw data. The demo set is generated; real datasets are read where params.yaml points.
+import os
 
 DEMO = config["datasets"].get("demo", {})
 
@@ -11,7 +12,9 @@ rule demo_data:
     params:
         cfg=as_json({"n_clips": DEMO.get("n_clips"), "seed": config["seed"], "size": DEMO.get("size"),
                      "min_seconds": DEMO.get("min_seconds"), "max_seconds": DEMO.get("max_seconds")}),
-        root=DEMO.get("root", "results/demo/raw"),
+        root=lambda w, output: os.path.dirname(output.index),
+    conda:
+        ENV
     log:
         "logs/demo/demo_data.log",
     benchmark:
@@ -28,6 +31,8 @@ rule scan:
         rejects="results/{dataset}/rejects/scan.parquet",
     params:
         ds=lambda w: as_json(ds_cfg(w.dataset)),
+    conda:
+        ENV
     log:
         "logs/{dataset}/scan.log",
     shell:
@@ -42,6 +47,8 @@ rule resample:
         rejects="results/{dataset}/rejects/resample/{shard}.parquet",
     params:
         stage=as_json(stage_params()),
+    conda:
+        ENV
     log:
         "logs/{dataset}/resample/{shard}.log",
     benchmark:

@@ -10,6 +10,8 @@ rule crops:
         rejects="results/{dataset}/rejects/crops/{shard}.parquet",
     params:
         crop=as_json(config["crop"]),
+    conda:
+        ENV
     log:
         "logs/{dataset}/crops/{shard}.log",
     benchmark:
@@ -30,6 +32,8 @@ rule mels:
         rejects="results/{dataset}/rejects/mels/{shard}.parquet",
     params:
         cfg=as_json({"mel": config["mel"], "stage": stage_params()}),
+    conda:
+        ENV
     log:
         "logs/{dataset}/mels/{shard}.log",
     benchmark:
@@ -51,6 +55,8 @@ rule prepare:
         clips="results/{dataset}/clips.parquet",
         rejects="results/{dataset}/rejects.parquet",
         summary="results/{dataset}/prepared.json",
+    conda:
+        ENV
     log:
         "logs/{dataset}/prepare.log",
     shell:

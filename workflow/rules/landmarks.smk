@@ -9,6 +9,8 @@ rule landmarks:
         rejects="results/{dataset}/rejects/landmarks/{shard}.parquet",
     params:
         lm=as_json(config["landmarks"]),
+    conda:
+        ENV
     log:
         "logs/{dataset}/landmarks/{shard}.log",
     benchmark:

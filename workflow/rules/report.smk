@@ -12,6 +12,8 @@ rule inspect:
                    labels={"dataset": "{dataset}", "figure": "contact sheet"}),
     params:
         n=6,
+    conda:
+        ENV
     log:
         "logs/{dataset}/inspect.log",
     shell:

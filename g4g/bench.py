@@ -1,0 +1,141 @@
+"""Benchmarks (printed figures, never asserted): `python -m g4g.bench prep [--long]`.
+
+prep: on a generated 10 s 1920x1080 25 fps talking-head clip, decode-only frames/s (the physical
+bound of this machine), then frames/s of each preparation stage and of the whole preparation; with
+--long, peak memory of the whole preparation of a 10-minute 1080p video (each stage in its own
+process, as Snakemake runs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path("results/bench")
+
+
+def _clip_1080p(seconds: float = 10.0) -> Path:
+    from g4g.data.demo import write_talking_clip
+
+    path = BENCH_DIR / f"talking_1080p_{seconds:g}s.mp4"
+    if not path.exists():
+        t = time.time()
+        write_talking_clip(path, seconds=seconds, seed=123, frame_size=(1920, 1080))
+        print(f"generated {path} in {time.time() - t:.1f} s")
+    return path
+
+
+def _long_clip(src: Path, loops: int) -> Path:
+    from g4g.io.video import ffmpeg_exe
+
+    path = BENCH_DIR / f"talking_1080p_x{loops}.mp4"
+    if not path.exists():
+        subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-stream_loop", str(loops - 1), "-i", str(src),
+                        "-c", "copy", str(path)], check=True)
+    return path
+
+
+def decode_only(path: Path) -> tuple[int, float]:
+    import av
+
+    t = time.time()
+    n = 0
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            n += 1
+    return n, time.time() - t
+
+
+def run_stages(path: Path, workdir: Path) -> dict[str, float]:
+    """Time each stage of one clip exactly as the shard drivers run it; returns seconds per stage."""
+    import pyarrow as pa
+
+    from g4g.data.landmarks import LandmarkParams
+    from g4g.data.mels import MelParams
+    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_clip, landmark_clip,
+                                  mel_clip, resample_clip)
+    from g4g.data.scan import scan
+    from g4g.data.shards import FrameShardWriter
+
+    times = {}
+    t = time.time()
+    table, _ = scan({"root": str(path.parent), "split": {"protocol": "count", "n_test": 0}}, 0, 8)
+    row = [r for r in table.to_pylist() if r["path"] == str(path)][0]
+    times["scan (probe)"] = time.time() - t
+    t = time.time()
+    res = resample_clip(row, StageParams())
+    times["resample (frame map + 16 kHz audio)"] = time.time() - t
+    t = time.time()
+    lm = landmark_clip(res, LandmarkParams())
+    times["landmarks"] = time.time() - t
+    lm = pa.Table.from_pydict(lm, schema=LANDMARK_SCHEMA).to_pydict()
+    t = time.time()
+    with FrameShardWriter(workdir / "bench.frames.parquet") as w:
+        crop_clip(res, lm, CropStageParams(), w)
+    times["crops (decode + warp + JPEG q95 + write)"] = time.time() - t
+    t = time.time()
+    mel_clip(res, MelParams(), StageParams(reject_silent=False))
+    times["mels"] = time.time() - t
+    return times, res["n_frames"]
+
+
+def bench_prep(long: bool) -> None:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    clip = _clip_1080p()
+    n, dt = decode_only(clip)
+    dec = n / dt
+    print(f"\n== data preparation, {clip.name} (1920x1080, 25 fps, {n} frames) ==")
+    print(f"{'decode only (PyAV, threaded)':<44} {dec:8.1f} frames/s")
+    with tempfile.TemporaryDirectory() as d:
+        times, T = run_stages(clip, Path(d))
+    for k, v in times.items():
+        print(f"{k:<44} {T / v:8.1f} frames/s  ({v:.2f} s)")
+    total = sum(times.values())
+    whole = T / total
+    print(f"{'whole preparation':<44} {whole:8.1f} frames/s  ({total:.2f} s, "
+          f"{whole / 25:.1f}x real time, {100 * whole / dec:.0f}% of decode-only)")
+    if long:
+        bench_memory(clip)
+
+
+def bench_memory(clip: Path, loops: int = 60) -> None:
+    long = _long_clip(clip, loops)
+    print(f"\n== peak memory, {long.name} ({loops * 10 / 60:.0f} min 1080p), each stage in its own process ==")
+    code = ("import sys, resource, tempfile, json; from pathlib import Path; from g4g.bench import run_stages;"
+            "t, n = run_stages(Path(sys.argv[1]), Path(tempfile.mkdtemp()));"
+            "print(json.dumps({'frames': n, 'times': t, "
+            "'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    t = time.time()
+    out = subprocess.run([sys.executable, "-c", code, str(long)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr[-2000:])
+        return
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"frames {r['frames']}, wall {time.time() - t:.0f} s, peak RSS {r['peak_mib']:.0f} MiB "
+          f"(all stages in one process: an upper bound for any single stage)")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m g4g.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["prep"], nargs="?", default="prep")
+    ap.add_argument("--long", action="store_true", help="also measure peak memory on a 10-minute video")
+    a = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if a.what == "prep":
+        bench_prep(a.long)
+
+
+if __name__ == "__main__":
+    main()
