@@ -1,0 +1,164 @@
+"""Masks and priors drawn from the crop geometry and the 68 landmarks (METHOD.md Sec. 1-4), in torch.
+
+- occlusion_mask: the mouth box at scale 0.8 / 1.0 / 1.2 of the 256 x 256 mouth square (Sec. 4).
+- lower_face_mask: G, the Gaussian-smoothed filled hull of jaw points 2..14 and nose base p33 (Sec. 3.6).
+- landmark_sketch: L_r, anti-aliased 1 px polylines of the pose landmarks, no lips (Sec. 2).
+Landmarks are (B, 68, 2) (x, y) in crop pixel coordinates with pixel (row i, col j) centred at
+(x=j, y=i), the OpenCV convention. Everything runs batched on any device, without OpenCV.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+FULL_SIZE = (416, 320)  # face crop (H, W) at paper scale
+MOUTH_BOX = (128, 384, 32, 288)  # top, bottom, left, right (exclusive ends) at 416 x 320
+MASK_SCALES = (0.8, 1.0, 1.2)  # occlusion box scales for multi-scale supervision
+HULL_POINTS = tuple(range(2, 15)) + (33,)  # jaw 2..14 and nose base
+SKETCH_PATHS = (  # (first, last, closed): jaw sides, brows, nose bridge, nose base, eyes
+    (0, 4, False), (12, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
+    (36, 41, True), (42, 47, True))
+
+# ----------------------------------------------------------------------------------------------------
+# Crop geometry
+# ----------------------------------------------------------------------------------------------------
+
+
+def face_size(scale: int) -> tuple[int, int]:
+    """Face crop (H, W) for a mouth size `scale` in {64, 128, 256}: (416, 320) * scale / 256."""
+    return FULL_SIZE[0] * scale // 256, FULL_SIZE[1] * scale // 256
+
+
+def mouth_box(size: tuple[int, int], mask_scale: float = 1.0) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), exclusive ends, of the mouth square scaled by `mask_scale` about its
+    centre, for a face of `size` (H, W), clipped to the crop."""
+    H, W = size
+    t, b, l, r = MOUTH_BOX
+    cy, cx, half = (t + b) / 2, (l + r) / 2, (b - t) / 2 * mask_scale  # at 416 x 320
+    fy, fx = H / FULL_SIZE[0], W / FULL_SIZE[1]
+    top, bottom = round((cy - half) * fy), round((cy + half) * fy)
+    left, right = round((cx - half) * fx), round((cx + half) * fx)
+    return max(top, 0), min(bottom, H), max(left, 0), min(right, W)
+
+
+def occlusion_mask(size: tuple[int, int], mask_scale: float | Sequence[float] | torch.Tensor = 1.0,
+                   batch: int | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """M: 1 inside the (scaled) mouth box, 0 elsewhere: (B, 1, H, W). One scale per sample or shared."""
+    scales = torch.as_tensor(mask_scale, dtype=torch.float64).flatten().tolist()
+    if batch is not None and len(scales) == 1:
+        scales = scales * batch
+    m = torch.zeros(len(scales), 1, *size, device=device, dtype=dtype)
+    for i, s in enumerate(scales):
+        t, b, l, r = mouth_box(size, s)
+        m[i, :, t:b, l:r] = 1.0
+    return m
+
+
+def crop_mouth(faces: torch.Tensor) -> torch.Tensor:
+    """The 1.0-scale mouth square of face crops: (..., C, H, W) -> (..., C, S, S), S = 256 H / 416."""
+    t, b, l, r = mouth_box(tuple(faces.shape[-2:]), 1.0)
+    return faces[..., t:b, l:r]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Lower-face mask G and the composite
+# ----------------------------------------------------------------------------------------------------
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (zero padding, radius ceil(3 sigma)) of (B, C, H, W), in float32."""
+    if sigma <= 0:
+        return x
+    rad = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-rad, rad + 1, device=x.device, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    C = x.shape[1]
+    y = F.conv2d(x.float(), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), padding=(0, rad), groups=C)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), padding=(rad, 0), groups=C)
+
+
+def _pixel_centres(size: tuple[int, int], device) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(size[0], device=device, dtype=torch.float32),
+                            torch.arange(size[1], device=device, dtype=torch.float32), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (HW, 2) as (x, y)
+
+
+def fill_convex_hull(pts: torch.Tensor, size: tuple[int, int], eps: float = 1e-4) -> torch.Tensor:
+    """Binary mask of the convex hull of pts (B, N, 2) at pixel centres: (B, 1, H, W).
+
+    Directed edge i->j is a hull edge when every point lies strictly on its left or on the segment
+    itself (collinear points keep only the longest edge), so there are at most N edges per sample.
+    """
+    pts = pts.float()
+    B, N, _ = pts.shape
+    e = pts[:, None, :, :] - pts[:, :, None, :]  # (B, i, j, 2): p_j - p_i
+    d = pts[:, None, None, :, :] - pts[:, :, None, None, :]  # (B, i, 1, k, 2): p_k - p_i
+    e_ = e[:, :, :, None, :]  # (B, i, j, 1, 2)
+    cross = e_[..., 0] * d[..., 1] - e_[..., 1] * d[..., 0]  # (B, i, j, k)
+    len2 = (e * e).sum(-1)  # (B, i, j)
+    t = (e_ * d).sum(-1) / len2.clamp_min(1e-12)[..., None]  # (B, i, j, k) position along the edge
+    ok = (cross > eps) | ((cross.abs() <= eps) & (t >= -1e-6) & (t <= 1 + 1e-6))
+    is_edge = ok.all(dim=-1) & (len2 > 1e-12)  # (B, i, j)
+    score, idx = is_edge.flatten(1).float().topk(N, dim=1)  # (B, N): up to N hull edges
+    ii, jj = idx // N, idx % N
+    a = torch.gather(pts, 1, ii[..., None].expand(-1, -1, 2))  # (B, N, 2) edge starts
+    b = torch.gather(pts, 1, jj[..., None].expand(-1, -1, 2))  # (B, N, 2) edge ends
+    x = _pixel_centres(size, pts.device)  # (HW, 2)
+    inside = torch.ones(B, x.shape[0], dtype=torch.bool, device=pts.device)
+    for n in range(N):
+        ab, ax = b[:, n] - a[:, n], x[None] - a[:, n, None]  # (B, 2), (B, HW, 2)
+        c = ab[:, None, 0] * ax[..., 1] - ab[:, None, 1] * ax[..., 0]  # (B, HW)
+        inside &= (c >= -eps) | (score[:, n, None] == 0)
+    return inside.view(B, 1, *size).float()
+
+
+def lower_face_mask(lmk: torch.Tensor, size: tuple[int, int], sigma_frac: float = 0.04) -> torch.Tensor:
+    """G: filled hull of jaw 2..14 and p33, blurred with sigma = sigma_frac * W.
+
+    (B, 68, 2) landmarks in crop pixels -> (B, 1, H, W) in [0, 1] (0.5 on the hull boundary).
+    """
+    lmk = torch.as_tensor(lmk)
+    hull = fill_convex_hull(lmk[:, list(HULL_POINTS)], size)  # (B, 1, H, W)
+    return gaussian_blur(hull, sigma_frac * size[1]).clamp_(0.0, 1.0)
+
+
+def composite(i_gen: torch.Tensor, context: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """I_comp = G * I_gen + (1 - G) * context (the unmasked target frame): (B, 3, H, W), float32 so the
+    context keeps its precision under bf16 autocast."""
+    g = g.float()
+    return g * i_gen.float() + (1.0 - g) * context.float()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Landmark sketch L_r
+# ----------------------------------------------------------------------------------------------------
+
+
+def sketch_segments() -> list[tuple[int, int]]:
+    """Index pairs of every line segment of the sketch (35 segments, no lip or lower-jaw points)."""
+    segs = []
+    for first, last, closed in SKETCH_PATHS:
+        segs += [(i, i + 1) for i in range(first, last)]
+        if closed:
+            segs.append((last, first))
+    return segs
+
+
+def landmark_sketch(lmk: torch.Tensor, size: tuple[int, int], thickness: float = 1.0) -> torch.Tensor:
+    """L_r: anti-aliased polylines (coverage = clamp(thickness/2 + 1/2 - distance, 0, 1)), max over
+    segments, at the working resolution: (B, 68, 2) -> (B, 1, H, W) in [0, 1]."""
+    lmk = torch.as_tensor(lmk).float()
+    B = lmk.shape[0]
+    x = _pixel_centres(size, lmk.device)[None]  # (1, HW, 2)
+    out = torch.zeros(B, x.shape[1], device=lmk.device)
+    for i, j in sketch_segments():
+        a, ab = lmk[:, i, None], (lmk[:, j] - lmk[:, i])[:, None]  # (B, 1, 2)
+        t = ((x - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)  # (B, HW)
+        nearest = a + t.clamp(0, 1)[..., None] * ab  # (B, HW, 2)
+        dist = (x - nearest).norm(dim=-1)  # (B, HW)
+        out = torch.maximum(out, (thickness / 2 + 0.5 - dist).clamp(0, 1))
+    return out.view(B, 1, *size)

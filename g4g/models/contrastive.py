@@ -1,0 +1,125 @@
+"""Inter-modality alignment (paper Sec. 3.1.2, Eq. 6-10): symmetric InfoNCE between visual and audio codes.
+
+Projection heads g_v, g_a (Linear -> ReLU -> Linear, L2-normalised) map the pooled visual code v and the
+audio code a to a shared space. Momentum copies g'_v, g'_a (EMA) produce the keys and fill a queue of
+negatives, as in MoCo / ALBEF, because a batch of 3 alone gives almost no negatives. Only the heads
+have momentum copies (the keys are computed from detached v, a): copying the whole generator would
+double its cost. Queues, pointer and fill count are buffers, so a checkpoint resumes exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ----------------------------------------------------------------------------------------------------
+# Projection head and the InfoNCE term
+# ----------------------------------------------------------------------------------------------------
+
+
+class ProjectionHead(nn.Module):
+    """g(x) = normalize(W2 relu(W1 x)): (B, in_dim) -> (B, out_dim) on the unit sphere."""
+
+    def __init__(self, in_dim: int = 256, hidden: int = 256, out_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x).float(), dim=-1)
+
+
+def info_nce(query: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None, tau: torch.Tensor,
+             row_neg: torch.Tensor | None = None, batch_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy with the positive on the diagonal (Eq. 8-9).
+
+    query (B, D), pos (B, D): s_ij = q_i . k_j / tau, target j = i; other batch keys are negatives.
+    neg (Q, D): extra negatives shared by all rows (the queue). row_neg (B, N, D): negatives only for
+    their own row (hard negatives). batch_mask (B, B) bool: True where an off-diagonal batch key must
+    not count as a negative (e.g. frames of the same clip).
+    """
+    logits = [query @ pos.t()]  # (B, B)
+    if batch_mask is not None:
+        off = batch_mask & ~torch.eye(len(query), dtype=torch.bool, device=query.device)
+        logits[0] = logits[0].masked_fill(off, float("-inf"))
+    if neg is not None and len(neg):
+        logits.append(query @ neg.t())  # (B, Q)
+    if row_neg is not None:
+        logits.append(torch.einsum("bd,bnd->bn", query, row_neg))  # (B, N)
+    s = torch.cat(logits, dim=1) / tau  # Eq. 7
+    target = torch.arange(len(query), device=query.device)
+    return F.cross_entropy(s, target)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Module with momentum heads and queues (Eq. 6-10)
+# ----------------------------------------------------------------------------------------------------
+
+
+class InterModalityContrast(nn.Module):
+    """Symmetric InfoNCE between v and a with momentum heads, a negative queue and a learnable tau.
+
+    forward(v, a, a_neg=None, groups=None) -> scalar loss. In training mode it first updates the
+    momentum heads (EMA `momentum`) and, after the loss, pushes the momentum keys into the queues.
+    a_neg (B, N, D): codes of the same clip's audio shifted by >= 5 frames (hard negatives, audio side).
+    groups (B,): clip ids; off-diagonal pairs of one clip are not used as in-batch negatives.
+    """
+
+    def __init__(self, dim: int = 256, hidden: int = 256, proj_dim: int = 128, queue_size: int = 4096,
+                 momentum: float = 0.995, tau: float = 0.07, tau_range: tuple[float, float] = (0.01, 0.5)):
+        super().__init__()
+        self.momentum, self.tau_range, self.queue_size = momentum, tau_range, queue_size
+        self.g_v = ProjectionHead(dim, hidden, proj_dim)
+        self.g_a = ProjectionHead(dim, hidden, proj_dim)
+        self.g_v_m = copy.deepcopy(self.g_v).requires_grad_(False)  # g'_v
+        self.g_a_m = copy.deepcopy(self.g_a).requires_grad_(False)  # g'_a
+        self.tau = nn.Parameter(torch.tensor(float(tau)))
+        self.register_buffer("queue_v", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_a", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))  # valid entries
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """g' <- m g' + (1 - m) g for both heads."""
+        for online, target in ((self.g_v, self.g_v_m), (self.g_a, self.g_a_m)):
+            for p, p_m in zip(online.parameters(), target.parameters()):
+                p_m.mul_(self.momentum).add_(p.detach(), alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, k_v: torch.Tensor, k_a: torch.Tensor) -> None:
+        """Write keys (B, D) at the ring-buffer pointer (oldest entries are overwritten)."""
+        n = min(len(k_v), self.queue_size)
+        idx = (self.queue_ptr + torch.arange(n, device=k_v.device)) % self.queue_size
+        self.queue_v[idx] = k_v[-n:].to(self.queue_v.dtype)
+        self.queue_a[idx] = k_a[-n:].to(self.queue_a.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % self.queue_size)
+        self.queue_len.copy_(torch.clamp(self.queue_len + n, max=self.queue_size))
+
+    def temperature(self) -> torch.Tensor:
+        """tau, clamped in place to tau_range (as ALBEF does) so the optimiser cannot push it out."""
+        with torch.no_grad():
+            self.tau.clamp_(*self.tau_range)
+        return self.tau
+
+    def forward(self, v: torch.Tensor, a: torch.Tensor, a_neg: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            v, a = v.float(), a.float()
+            if self.training:
+                self.momentum_update()
+            z_v, z_a = self.g_v(v), self.g_a(a)  # Eq. 6, (B, D)
+            with torch.no_grad():
+                k_v, k_a = self.g_v_m(v.detach()), self.g_a_m(a.detach())  # momentum keys, (B, D)
+                k_neg = self.g_a_m(a_neg.detach().float()) if a_neg is not None else None  # (B, N, D)
+            n = int(self.queue_len)
+            q_v, q_a = self.queue_v[:n].clone(), self.queue_a[:n].clone()  # valid queue entries, (n, D)
+            mask = groups[:, None] == groups[None, :] if groups is not None else None  # (B, B)
+            tau = self.temperature()
+            loss_v2a = info_nce(z_v, k_a, q_a, tau, row_neg=k_neg, batch_mask=mask)  # Eq. 8
+            loss_a2v = info_nce(z_a, k_v, q_v, tau, batch_mask=mask)  # Eq. 9
+            if self.training:
+                self.enqueue(k_v, k_a)
+            return 0.5 * (loss_v2a + loss_a2v)  # Eq. 10

@@ -1,0 +1,377 @@
+"""Tiny-width tests of the G4G networks: shapes at every scale and ablation, and the module equivalences."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from g4g.models import (MODEL_SIZES, AdaAT, AdaIN, AudioEncoder, BlendNet, Decoder, FrameDiscriminator,
+                        G4GConfig, IntraModalityAlignment, InterModalityContrast, SyncExpert,
+                        TemporalDiscriminator, VisualEncoder, affine_warp, build_generator, count_params,
+                        crop_mouth, face_size, faces_to_mouths, landmark_sketch, lower_face_mask,
+                        mouth_box, occlusion_mask, sync_loss)
+from g4g.models.composite import fill_convex_hull, sketch_segments
+
+SCALES = (64, 128, 256)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy 2-core machine (10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def fake_landmarks(size: tuple[int, int], batch: int = 1, jitter: float = 0.0) -> torch.Tensor:
+    """A plausible 68-point face in crop pixels (template drawn at 416 x 320, then rescaled)."""
+    pts = np.zeros((68, 2))
+    phi = np.linspace(np.pi, 0, 17)
+    pts[0:17] = np.stack([160 + 135 * np.cos(phi), 100 + 270 * np.sin(phi)], 1)  # jaw
+    pts[17:22] = np.stack([np.linspace(60, 140, 5), np.full(5, 60)], 1)  # brows
+    pts[22:27] = np.stack([np.linspace(180, 260, 5), np.full(5, 60)], 1)
+    pts[27:31] = np.stack([np.full(4, 160), np.linspace(70, 150, 4)], 1)  # nose bridge
+    pts[31:36] = np.stack([np.linspace(135, 185, 5), np.full(5, 165)], 1)  # nose base, p33 = (160, 165)
+    ang = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+    pts[36:42] = np.stack([100 + 20 * np.cos(ang), 95 + 8 * np.sin(ang)], 1)  # eyes
+    pts[42:48] = np.stack([220 + 20 * np.cos(ang), 95 + 8 * np.sin(ang)], 1)
+    ang = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    pts[48:60] = np.stack([160 + 50 * np.cos(ang), 260 + 20 * np.sin(ang)], 1)  # lips
+    ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    pts[60:68] = np.stack([160 + 30 * np.cos(ang), 260 + 8 * np.sin(ang)], 1)
+    pts = pts * np.array([size[1] / 320, size[0] / 416])
+    out = torch.tensor(pts, dtype=torch.float32).repeat(batch, 1, 1)
+    return out + jitter * torch.randn_like(out)
+
+
+def make_batch(scale: int, batch: int = 1, n_neg: int = 0) -> dict:
+    H, W = face_size(scale)
+    b = {"I_t": torch.rand(batch, 3, H, W), "I_r": torch.rand(batch, 15, H, W),
+         "A": torch.randn(batch, 1, 80, 16), "lmk": fake_landmarks((H, W), batch, jitter=1.0),
+         "M": occlusion_mask((H, W), [1.0, 0.8, 1.2][:batch])}  # batch <= 3
+    if n_neg:
+        b["A_neg"] = torch.randn(batch, n_neg, 1, 80, 16)
+    return b
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generator: config, registry, shapes per scale and ablation
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_config_and_registry():
+    assert [G4GConfig(scale=s).face_size for s in SCALES] == [(104, 80), (208, 160), (416, 320)]
+    assert G4GConfig().chans == (64, 128, 256) and G4GConfig(width=0.25).chans == (16, 32, 64)
+    assert G4GConfig(scale=256).feat_size == (104, 80)
+    with pytest.raises(ValueError):
+        G4GConfig(scale=100)
+    assert MODEL_SIZES["demo"] == dict(width=0.25, scale=64) and MODEL_SIZES["paper"]["width"] == 1.0
+    torch.manual_seed(0)
+    n_demo = count_params(build_generator("demo"))
+    n_paper = count_params(build_generator("paper"))
+    assert 0.5e6 < n_demo < 5e6 and 10e6 < n_paper < 60e6
+    # the same weights serve every scale (coarse-to-fine reuse)
+    assert n_paper == count_params(build_generator("paper-64"))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("variant", ["full", "no_alignment", "no_fusion"])
+def test_generator_shapes(scale, variant):
+    torch.manual_seed(0)
+    flags = {"full": {}, "no_alignment": {"alignment": False}, "no_fusion": {"fusion": False}}[variant]
+    g = build_generator("demo", scale=scale, width=0.125, **flags)
+    B = 1 if scale == 256 else 2
+    batch = make_batch(scale, B, n_neg=2)
+    H, W = g.cfg.face_size
+    with torch.no_grad():
+        out = g(batch)
+    c3 = g.cfg.chans[2]
+    for k in ("I_s", "I_gen", "I_comp", "I_out"):
+        assert out[k].shape == (B, 3, H, W)
+    assert out["G"].shape == out["M"].shape == (B, 1, H, W)
+    for k in ("ibar_pool", "F_align_pool", "v", "a"):
+        assert out[k].shape == (B, c3)
+    assert out["a_neg"].shape == (B, 2, c3)
+    assert set(out["adaat"]) == {"scale", "angle", "tx", "ty"}
+    assert all(v.shape == (B, c3) for v in out["adaat"].values())
+    assert 0 <= out["I_out"].min() and out["I_out"].max() <= 1
+    assert torch.equal(out["I_s"], batch["I_t"] * (1 - batch["M"]))
+    if variant == "no_alignment":
+        assert out["l_r"] is None and g.contrast is None and g.E_l is None
+    else:
+        assert out["l_r"].shape == (B, c3) and g.contrast is not None
+    if variant == "no_fusion":
+        assert g.blend is None and torch.equal(out["I_out"], out["I_comp"])
+    # composite: outside the lower-face mask the output is the unmasked context
+    far = out["G"] < 1e-4
+    assert torch.allclose(out["I_comp"].masked_select(far), batch["I_t"].masked_select(far), atol=1e-4)
+
+
+def test_generator_backward_reaches_every_encoder():
+    torch.manual_seed(0)
+    g = build_generator("demo", width=0.125)
+    torch.nn.init.normal_(g.transform.adaat.heads.weight, std=0.01)  # zero at init: opens the v, a path
+    out = g(make_batch(64, 2))
+    (out["I_out"].mean() + out["l_r"].sum() * 1e-3).backward()
+    for name in ("E_s", "E_r", "E_l", "E_a", "align", "code_v", "transform", "decoder", "blend"):
+        grads = [p.grad for p in getattr(g, name).parameters() if p.requires_grad]
+        assert any(gr is not None and gr.abs().sum() > 0 for gr in grads), name
+
+
+def test_generator_channels_last_bf16_autocast():
+    torch.manual_seed(0)
+    g = build_generator("demo", width=0.125).to(memory_format=torch.channels_last)
+    batch = make_batch(64, 2)
+    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+             for k, v in batch.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = g(batch)
+    assert out["I_out"].shape == (2, 3, 104, 80) and torch.isfinite(out["I_out"].float()).all()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoders, decoder, blend net, discriminators
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_encoders_decoder_blend(scale):
+    torch.manual_seed(0)
+    H, W = face_size(scale)
+    chans = (8, 16, 32)
+    f = VisualEncoder(15, chans)(torch.rand(1, 15, H, W))
+    assert f.shape == (1, 32, H // 4, W // 4)
+    assert AudioEncoder(32, (8, 8, 16, 16))(torch.randn(3, 1, 80, 16)).shape == (3, 32)
+    img = Decoder(chans)(f, f, (H, W))
+    assert img.shape == (1, 3, H, W) and 0 <= img.min() and img.max() <= 1
+    g = torch.rand(1, 1, H, W)
+    assert BlendNet(base=8)(img, img, g).shape == (1, 3, H, W)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_discriminators(scale):
+    torch.manual_seed(0)
+    H, W = face_size(scale)
+    d = FrameDiscriminator(width=0.125)
+    dt = TemporalDiscriminator(width=0.125)
+    y = d(torch.rand(2, 3, H, W))
+    assert y.dim() == 4 and y.shape[:2] == (2, 1) and y.shape[2] >= 8
+    clip = torch.rand(1, 5, 3, H, W)
+    assert torch.equal(dt(clip), dt(clip.flatten(1, 2)))
+    assert dt.net[0][0].in_channels == 15
+
+
+# ----------------------------------------------------------------------------------------------------
+# AdaIN (Eq. 5) and the intra-modality alignment
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_adain_output_statistics_match_prediction():
+    torch.manual_seed(0)
+    ada = AdaIN(8, style_dim=16)
+    torch.nn.init.normal_(ada.affine.weight, std=1.0)
+    x = torch.randn(2, 8, 10, 12) * 3 + 5
+    style = torch.randn(2, 16)
+    out = ada(x, style)
+    sigma_dot, mu_dot = ada.predict(style)
+    var, mean = torch.var_mean(out, dim=(2, 3), keepdim=True, correction=0)
+    assert torch.allclose(mean, mu_dot, atol=1e-4)
+    assert torch.allclose(var.sqrt(), sigma_dot.abs(), atol=1e-3)
+
+
+def test_intra_alignment_switch():
+    torch.manual_seed(0)
+    f = torch.randn(2, 16, 6, 5)
+    l_r = torch.randn(2, 16)
+    ibar, fa = IntraModalityAlignment(16, 16, 2, aligned=True)(f, f, l_r)
+    assert ibar.shape == fa.shape == (2, 16, 6, 5)
+    with pytest.raises(ValueError):
+        IntraModalityAlignment(16, 16, 2, aligned=True)(f, f, None)
+    _, fa2 = IntraModalityAlignment(16, 16, 2, aligned=False)(f, f)
+    assert fa2.shape == (2, 16, 6, 5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# AdaAT (Eq. 18)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _params(B, C, scale=1.0, angle=0.0, tx=0.0, ty=0.0):
+    return [torch.full((B, C), float(v)) for v in (scale, angle, tx, ty)]
+
+
+def test_adaat_identity_returns_input():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 13, 10)
+    out = affine_warp(x, *_params(2, 4))
+    assert torch.allclose(out[..., 1:-1, 1:-1], x[..., 1:-1, 1:-1], atol=1e-6)
+    # the module starts as the identity (zero-initialised heads)
+    mod = AdaAT(4, p_dim=8, hidden=8)
+    assert torch.allclose(mod(x, torch.randn(2, 8)), x, atol=1e-6)
+
+
+def test_adaat_channels_are_independent():
+    torch.manual_seed(0)
+    mod = AdaAT(4, p_dim=8, hidden=8)
+    torch.nn.init.normal_(mod.heads.weight, std=1.0)
+    x, p = torch.randn(2, 4, 12, 10), torch.randn(2, 8)
+    y = x.clone()
+    y[:, 1] += torch.randn_like(y[:, 1])
+    ox, oy = mod(x, p), mod(y, p)
+    others = [0, 2, 3]
+    assert torch.equal(ox[:, others], oy[:, others])
+    assert not torch.allclose(ox[:, 1], oy[:, 1])
+
+
+@pytest.mark.parametrize("angle,tx_px,ty_px", [(0.0, 3, -2), (math.pi / 2, 0, 0), (math.pi / 2, 2, 1),
+                                               (-math.pi / 2, -1, 3), (math.pi, 0, 2)])
+def test_adaat_moves_marker_where_expected(angle, tx_px, ty_px):
+    H, W = 21, 15  # odd sizes: the map centre is a pixel; non-square to exercise the aspect handling
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    dx, dy = 3, -4  # marker offset from the centre, pixels
+    x = torch.zeros(1, 2, H, W)
+    x[0, :, int(cy + dy), int(cx + dx)] = 1.0
+    s, th, tx, ty = _params(1, 2, 1.0, angle, 2 * tx_px / W, 2 * ty_px / H)
+    out = affine_warp(x, s, th, tx, ty)
+    # output(q) = input(R q + t) about the centre  =>  q = R(-theta) (p - t)
+    px, py = dx - tx_px, dy - ty_px
+    c, sn = math.cos(angle), math.sin(angle)
+    qx, qy = c * px + sn * py, -sn * px + c * py
+    qi, qj = round(cy + qy), round(cx + qx)
+    for ch in range(2):
+        assert out[0, ch, qi, qj] == pytest.approx(1.0, abs=1e-4)
+        assert out[0, ch].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_adaat_bf16_and_channels_last_preserved():
+    x = torch.randn(1, 3, 8, 6).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    out = affine_warp(x, *_params(1, 3, 1.2, 0.3, 0.1, -0.1))
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inter-modality alignment module: buffers, queue, temperature, resume
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_contrast_state_and_exact_resume():
+    torch.manual_seed(0)
+    m = InterModalityContrast(dim=16, hidden=16, proj_dim=8, queue_size=10)
+    keys = set(m.state_dict())
+    assert {"queue_v", "queue_a", "queue_ptr", "queue_len", "g_v_m.net.0.weight", "g_a_m.net.2.bias"} <= keys
+    assert not any(p.requires_grad for p in m.g_v_m.parameters())
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    data = [(torch.randn(4, 16), torch.randn(4, 16)) for _ in range(5)]
+    for v, a in data[:3]:
+        opt.zero_grad()
+        m(v, a).backward()
+        opt.step()
+    assert int(m.queue_len) == 10 and int(m.queue_ptr) == 2  # 12 keys written into a ring of 10
+    m2 = copy.deepcopy(m)
+    m2.load_state_dict(m.state_dict())
+    for v, a in data[3:]:
+        assert torch.equal(m(v, a), m2(v, a))
+    assert torch.equal(m.queue_v, m2.queue_v) and torch.equal(m.g_a_m.net[0].weight, m2.g_a_m.net[0].weight)
+
+
+def test_contrast_eval_does_not_touch_queue_and_tau_is_clamped():
+    torch.manual_seed(0)
+    m = InterModalityContrast(dim=16, hidden=16, proj_dim=8, queue_size=10).eval()
+    with torch.no_grad():
+        m.tau.fill_(5.0)
+    q = m.queue_v.clone()
+    m(torch.randn(3, 16), torch.randn(3, 16), a_neg=torch.randn(3, 2, 16), groups=torch.tensor([0, 0, 1]))
+    assert torch.equal(m.queue_v, q) and int(m.queue_len) == 0
+    assert m.tau.item() == 0.5
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masks, composite, landmark sketch
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_occlusion_mask_boxes():
+    assert mouth_box((416, 320)) == (128, 384, 32, 288)
+    m = occlusion_mask((416, 320), 1.0)
+    rows, cols = m[0, 0].nonzero().unbind(1)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (128, 383, 32, 287)
+    assert mouth_box((104, 80)) == (32, 96, 8, 72) and mouth_box((208, 160)) == (64, 192, 16, 144)
+    t, b, l, r = mouth_box((416, 320), 0.8)
+    assert (b - t, r - l) == (204, 204) and ((t + b) / 2, (l + r) / 2) == (256, 160)
+    t, b, l, r = mouth_box((416, 320), 1.2)
+    assert b - t == 308 and 0 <= l and r <= 320
+    ms = occlusion_mask((104, 80), torch.tensor([0.8, 1.0, 1.2]))
+    areas = ms.sum(dim=(1, 2, 3))
+    assert ms.shape == (3, 1, 104, 80) and areas[0] < areas[1] < areas[2]
+    assert occlusion_mask((104, 80), 1.0, batch=4).shape == (4, 1, 104, 80)
+    assert crop_mouth(torch.rand(2, 3, 104, 80)).shape == (2, 3, 64, 64)
+
+
+def test_convex_hull_fill_matches_opencv():
+    cv2 = pytest.importorskip("cv2")
+    torch.manual_seed(0)
+    H, W = 60, 50
+    pts = torch.rand(3, 14, 2) * torch.tensor([W - 10.0, H - 10.0]) + 5
+    ours = fill_convex_hull(pts, (H, W))
+    for i in range(3):
+        ref = np.zeros((H, W), np.uint8)
+        hull = cv2.convexHull(np.round(pts[i].numpy() * 16).astype(np.int32))
+        cv2.fillConvexPoly(ref, hull, 1, lineType=cv2.LINE_8, shift=4)
+        a, b = ours[i, 0].numpy() > 0.5, ref > 0
+        assert (a & b).sum() / (a | b).sum() > 0.9
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_lower_face_mask(scale):
+    H, W = face_size(scale)
+    lmk = fake_landmarks((H, W), 2)
+    g = lower_face_mask(lmk, (H, W))
+    assert g.shape == (2, 1, H, W) and g.min() >= 0 and g.max() <= 1
+    row, col = (lambda y: int(y * H / 416)), (lambda x: int(x * W / 320))  # template -> crop pixels
+    assert g[0, 0, row(300), col(160)] > 0.95  # below the mouth, well inside the hull
+    assert g[0, 0, row(60), col(160)] < 1e-3  # brow level
+    assert g[0, 0, :5].max() < 1e-3
+
+
+def test_landmark_sketch_has_no_lips_or_lower_jaw():
+    H, W = face_size(128)
+    lmk = fake_landmarks((H, W), 1)
+    sk = landmark_sketch(lmk, (H, W))
+    assert sk.shape == (1, 1, H, W) and sk.min() >= 0 and sk.max() <= 1
+    x, y = lmk[0, 19].round().long()  # a brow point lies on the sketch
+    assert sk[0, 0, y, x] > 0.99
+    moved = lmk.clone()
+    moved[:, 48:68] += 7.0  # lips
+    moved[:, 5:12] += 5.0  # lower jaw
+    assert torch.equal(landmark_sketch(moved, (H, W)), sk)
+    used = {i for seg in sketch_segments() for i in seg}
+    assert used == set(range(0, 5)) | set(range(12, 48)) and len(sketch_segments()) == 35
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sync expert
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_sync_expert_shapes_and_cosine_range():
+    torch.manual_seed(0)
+    expert = SyncExpert(width=0.125).eval().requires_grad_(False)
+    mouths = torch.rand(3, 15, 128, 128)
+    mel = torch.randn(3, 1, 80, 16)
+    v, a = expert.embed(mouths, mel)
+    assert v.shape == a.shape == (3, 64)
+    assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+    cos = expert(mouths, mel)
+    assert cos.shape == (3,) and (cos >= -1).all() and (cos <= 1).all()
+    for scale in SCALES:
+        H, W = face_size(scale)
+        assert faces_to_mouths(torch.rand(2, 5, 3, H, W)).shape == (2, 15, 128, 128)
+    gen = torch.rand(2, 5, 3, 64, 64, requires_grad=True)  # generated mouths at the demo scale
+    loss = sync_loss(expert, gen, torch.randn(2, 1, 80, 16))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and gen.grad.abs().sum() > 0
