@@ -7,6 +7,7 @@ params.yaml, so a changed value re-runs exactly the jobs it touches.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -14,6 +15,7 @@ import sys
 from g4g.utils import setup_logging
 
 log = logging.getLogger("g4g")
+PHASE_COMMANDS = ("g4g.train.commands", "g4g.infer.commands", "g4g.evaluate.commands")
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -169,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resampled", help="resampled table of the shard: also show source frames")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_inspect)
+
+    # later phases register their own subcommands (train-sync, train, lipsync, infer, evaluate, tables)
+    for module in PHASE_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):  # phase not installed; anything else is a bug
+                continue
+            raise
+        mod.register(sub)
 
     p = sub.add_parser("weights", help="pretrained weights: status | fetch [names]")
     p.add_argument("action", choices=["status", "fetch"])

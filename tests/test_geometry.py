@@ -122,3 +122,21 @@ def test_window_is_centred_on_frame():
     s = int(window_start(t, p))
     centre_s = (s + p.window_frames / 2) / p.mel_fps
     assert centre_s == pytest.approx((t + 0.5) / p.fps, abs=1 / p.mel_fps)  # middle of frame t
+
+
+
+@pytest.mark.parametrize("box", [[700.0, 200.0, 1340.0, 1032.0], [-40.0, -30.0, 280.0, 386.0],
+                                 [100.5, 50.25, 260.5, 258.25]])
+def test_yuv_region_crop_matches_rgb_crop(rng, box):
+    """The fast path (convert only the region of a yuv420p frame) equals converting the whole frame."""
+    import cv2
+
+    h, w = (1080, 1920) if box[0] > 0 and box[2] > 400 else (590, 590)  # 590: U/V rows are not whole
+    rgb = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 4)
+    planar = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # (1.5 h, w), the layout PyAV returns
+    full = cv2.cvtColor(planar, cv2.COLOR_YUV2RGB_I420)
+    A = crops.box_to_affine(np.array([box]))[0]
+    a = crops.warp_crop(full, A).astype(float)
+    b = crops.crop_yuv420(planar, w, h, A).astype(float)
+    assert a.shape == b.shape == (416, 320, 3)
+    assert np.abs(a - b).mean() < 1.0

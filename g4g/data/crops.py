@@ -83,37 +83,71 @@ def box_outside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def warp_crop(frame: np.ndarray, A: np.ndarray, p: CropParams = CropParams()) -> np.ndarray:
-    """Cut the crop of one frame with its affine (area-like quality when shrinking, replicate border)."""
+    """Cut the crop of one RGB frame with its affine (anti-aliased when shrinking, replicate border)."""
+    x0, y0, x1, y1 = _region(A, p)
+    h, w = frame.shape[:2]
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    return warp_region(frame[iy0:iy1, ix0:ix1], (ix0, iy0), (x0, y0, x1, y1), A, p)
+
+
+def crop_yuv420(planar: np.ndarray, width: int, height: int, A: np.ndarray,
+                p: CropParams = CropParams()) -> np.ndarray:
+    """Crop from a decoded yuv420p frame (PyAV's planar (1.5 H, W) array) converting only the region.
+
+    Converting a whole 1080p frame to RGB costs more than the rest of the crop stage together; the
+    face region is a fraction of it. The colour conversion is OpenCV's BT.601 I420 (what the decoder
+    uses for unflagged video; within ~1 grey level of swscale's, whose chroma filter differs).
+    """
     import cv2
 
-    k = A[0, 0]
-    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
-    if interp == cv2.INTER_AREA:
-        # INTER_AREA is not supported by warpAffine: pre-shrink the region of interest with resize.
-        return _crop_by_resize(frame, A, p)
-    return cv2.warpAffine(frame, A.astype(np.float32), (p.width, p.height), flags=interp,
-                          borderMode=cv2.BORDER_REPLICATE)
+    x0, y0, x1, y1 = _region(A, p)
+    ix0, iy0 = max(x0, 0) & ~1, max(y0, 0) & ~1  # chroma is subsampled 2x2: even-aligned region
+    ix1, iy1 = min(x1 + (x1 & 1), width & ~1), min(y1 + (y1 & 1), height & ~1)
+    if ix1 - ix0 < 2 or iy1 - iy0 < 2:
+        raise ValueError("crop region outside the frame")
+    flat = planar.reshape(-1)  # Y (H x W), then U and V (H/2 x W/2 each), back to back
+    n = height * width
+    Y = flat[:n].reshape(height, width)
+    U = flat[n:n + n // 4].reshape(height // 2, width // 2)
+    V = flat[n + n // 4:n + n // 2].reshape(height // 2, width // 2)
+    rh, rw = iy1 - iy0, ix1 - ix0
+    i420 = np.concatenate([Y[iy0:iy1, ix0:ix1].ravel(), U[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel(),
+                           V[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel()]).reshape(rh * 3 // 2, rw)
+    rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    return warp_region(rgb, (ix0, iy0), (x0, y0, x1, y1), A, p)
 
 
-def _crop_by_resize(frame: np.ndarray, A: np.ndarray, p: CropParams) -> np.ndarray:
-    import cv2
-
-    Ainv = invert_affine(A[None])[0]
+def _region(A: np.ndarray, p: CropParams) -> tuple[int, int, int, int]:
+    """Integer source region (x0, y0, x1, y1) covering the crop, with a 2 px margin for filtering."""
+    Ainv = invert_affine(np.asarray(A, np.float64)[None])[0]
     x0, y0 = Ainv[0, 2], Ainv[1, 2]
     x1, y1 = x0 + Ainv[0, 0] * p.width, y0 + Ainv[1, 1] * p.height
-    h, w = frame.shape[:2]
-    ix0, iy0 = int(np.floor(x0)), int(np.floor(y0))
-    ix1, iy1 = int(np.ceil(x1)) + 1, int(np.ceil(y1)) + 1
-    pad = [max(0, -iy0), max(0, iy1 - h), max(0, -ix0), max(0, ix1 - w)]
-    region = frame[max(iy0, 0):min(iy1, h), max(ix0, 0):min(ix1, w)]
+    return int(np.floor(x0)) - 2, int(np.floor(y0)) - 2, int(np.ceil(x1)) + 2, int(np.ceil(y1)) + 2
+
+
+def warp_region(region: np.ndarray, origin: tuple[int, int], want: tuple[int, int, int, int], A: np.ndarray,
+                p: CropParams = CropParams()) -> np.ndarray:
+    """Warp a cut-out `region` (whose pixel (0, 0) is source pixel `origin`) to the crop of affine A.
+
+    Parts of the wanted region outside the frame are edge-replicated. A strong shrink first goes
+    through INTER_AREA (warpAffine has no anti-aliasing), then a warp makes the mapping exactly A.
+    """
+    import cv2
+
+    ox, oy = origin
+    x0, y0, x1, y1 = want
+    pad = [max(0, oy - y0), max(0, y1 - (oy + region.shape[0])), max(0, ox - x0),
+           max(0, x1 - (ox + region.shape[1]))]
     if any(pad):
         region = cv2.copyMakeBorder(region, *pad, cv2.BORDER_REPLICATE)
-    # shrink with INTER_AREA (anti-aliased), then a warp that makes the mapping exactly A:
-    # small pixel u <-> source X = u / kx + ix0, and crop c = k (X - x0).
-    k = A[0, 0]
-    sw, sh = max(1, int(round(region.shape[1] * k))), max(1, int(round(region.shape[0] * k)))
-    small = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-    kx, ky = sw / region.shape[1], sh / region.shape[0]
-    M = np.float32([[k / kx, 0, k * (ix0 - x0)], [0, k / ky, k * (iy0 - y0)]])
-    return cv2.warpAffine(small, M, (p.width, p.height), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+        ox, oy = ox - pad[2], oy - pad[0]
+    A = np.asarray(A, np.float64)
+    kx = ky = 1.0
+    if A[0, 0] < 0.75:
+        h0, w0 = region.shape[:2]
+        sw, sh = max(1, int(round(w0 * A[0, 0]))), max(1, int(round(h0 * A[1, 1])))
+        region = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
+        kx, ky = sw / w0, sh / h0
+    # region pixel u <-> source X = u / kx + ox; crop c = A00 X + A02 (likewise for rows)
+    M = np.float32([[A[0, 0] / kx, 0, A[0, 0] * ox + A[0, 2]], [0, A[1, 1] / ky, A[1, 1] * oy + A[1, 2]]])
+    return cv2.warpAffine(region, M, (p.width, p.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -153,8 +153,11 @@ def crop_clip(row: dict, lm: dict, cp: CropStageParams, writer: FrameShardWriter
     crop_pts = cropgeo.apply_affine(A, pts).astype(np.float32)
     images = [b""] * T
     index_map = np.asarray(row["index_map"], dtype=np.int32)
-    for k, frame in iter_frames(row["path"], index_map, fmt="rgb24"):
-        images[k] = encode_image(cropgeo.warp_crop(frame, A[k], cp.geometry), cp.codec, cp.quality)
+    w, h = row["width"], row["height"]
+    for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
+        crop = (cropgeo.crop_yuv420(frame, w, h, A[k], cp.geometry) if frame.ndim == 2
+                else cropgeo.warp_crop(frame, A[k], cp.geometry))
+        images[k] = encode_image(crop, cp.codec, cp.quality)
     writer.write_clip({
         "clip_id": [row["clip_id"]] * T, "frame": np.arange(T, dtype=np.int32), "src_frame": index_map,
         "landmarks": list(pts.reshape(T, 136)), "landmarks_raw": lm["landmarks_raw"],

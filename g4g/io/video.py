@@ -125,13 +125,16 @@ def resample_index(times: np.ndarray, fps_out: float = 25.0, duration: float | N
 
 def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fmt: str = "rgb24",
                 size: tuple[int, int] | None = None, rotation: int | None = None,
-                ) -> Iterator[tuple[int, np.ndarray]]:
+                raw_yuv420p: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (output_index, frame) in order, decoding the file once.
 
     `index_map[k]` is the source frame (presentation order) to show at output index k; a source
     frame that several outputs share is converted once and yielded for each. `size` (w, h) scales in
     the decoder's converter (cheap); `fmt` is any PyAV format ('rgb24', 'gray', 'bgr24').
     Rotation metadata is applied so frames come out the way players display them.
+    `raw_yuv420p`: frames that are unrotated, limited-range yuv420p with even sizes come out as the
+    decoder's planar (1.5 H, W) uint8 array, unconverted (2-D; others stay `fmt`, 3-D), for callers
+    that convert only a region (g4g.data.crops.crop_yuv420).
     """
     with _open(path) as c:
         s = c.streams.video[0]
@@ -150,6 +153,16 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
                         return
                     if want[k] > src:
                         continue
+                if (raw_yuv420p and not rot and frame.format.name == "yuv420p" and size is None
+                        and frame.width % 2 == 0 and frame.height % 2 == 0 and frame.color_range != 2):
+                    img = frame.to_ndarray()
+                    if want is None:
+                        yield src, img
+                        continue
+                    while k < len(want) and want[k] <= src:
+                        yield k, img
+                        k += 1
+                    continue
                 kw = {"format": fmt}
                 if size is not None:
                     w, h = size if rot in (0, 180) else size[::-1]
