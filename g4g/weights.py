@@ -80,9 +80,9 @@ class WeightsError(RuntimeError):
 HUB = "torch/hub/checkpoints"
 
 MANIFEST: dict[str, WeightFile] = {w.name: w for w in [
-    WeightFile("fan2d", "2DFAN4-cd938726ad.zip",
-               "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip",
-               HUB, "landmarks (backend=fan)", "BSD-3-Clause (face-alignment)", sha256_prefix="cd938726ad"),
+    WeightFile("fan2d", "2DFAN4-11f355bf06.pth.tar",  # what face_alignment 1.5.0 loads for 2D landmarks
+               "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+               HUB, "landmarks (backend=fan)", "BSD-3-Clause (face-alignment)", sha256_prefix="11f355bf06"),
     WeightFile("s3fd", "s3fd-619a316812.pth",
                "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
                HUB, "landmarks (backend=fan, face detector)", "BSD-3-Clause (face-alignment)",

@@ -138,3 +138,12 @@ def test_video_writer_failure_leaves_nothing(tmp_path):
     with pytest.raises(ZeroDivisionError):  # the producer fails half-way
         write_video(out, (np.zeros((48, 64, 3), np.uint8) if i < 3 else 1 / 0 for i in range(5)), 25)
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_early_close_does_not_hang(tmp_path):
+    """Stopping a decode half-way (index map shorter than the stream) many times must not deadlock
+    (PyAV's Python log hook did, PyAV-Org/PyAV#751); frames are contiguous (dlib needs that)."""
+    p = make_video(tmp_path / "e.mp4", n=40, size=(842, 64), audio=None)  # 842: PyAV pads rows
+    for _ in range(60):
+        for k, f in iter_frames(p, np.arange(3), fmt="gray"):
+            assert f.flags.c_contiguous

@@ -48,7 +48,8 @@ def test_real_clip_landmarks_found_and_plausible(name):
     assert tr.points.shape == (T, 68, 2) and tr.points.dtype == np.float32
     assert np.isfinite(tr.points).all()
     found = tr.detected & ~tr.interpolated
-    print(f"\n{name}: detected {found.mean():.1%} of {T} frames; faces per detection {sorted(set(tr.n_faces[tr.n_faces >= 0].tolist()))}")
+    faces = sorted(set(tr.n_faces[tr.n_faces >= 0].tolist()))
+    print(f"\n{name}: detected {found.mean():.1%} of {T} frames; faces per detection {faces}")
     assert found.mean() >= 0.95
     assert (tr.n_faces[::LandmarkParams().detect_every] >= 1).all()
     info = probe(path)
@@ -58,7 +59,8 @@ def test_real_clip_landmarks_found_and_plausible(name):
     mouth, nose, jaw = pts[:, 48:68], pts[:, 27:36], pts[:, 0:17]
     assert (mouth[..., 1].min(1) > nose[:, :4, 1].max(1)).all()  # mouth below the nose bridge
     assert (mouth[..., 1].mean(1) > nose[..., 1].mean(1)).all()
-    assert (mouth[..., 0].min(1) > jaw[..., 0].min(1)).all() and (mouth[..., 0].max(1) < jaw[..., 0].max(1)).all()
+    assert (mouth[..., 0].min(1) > jaw[..., 0].min(1)).all()
+    assert (mouth[..., 0].max(1) < jaw[..., 0].max(1)).all()
     assert (mouth[..., 1].max(1) < jaw[..., 1].max(1)).all()  # above the chin
 
 
@@ -106,7 +108,8 @@ def test_face_in_some_frames_flagged_and_filled(tmp_path):
         near[max(e - 2, 0):e + 2] = True
     wrong = np.flatnonzero((tr.detected != truth) & ~near)
     print(f"\npartial: detected {tr.detected.sum()}/{truth.sum()} face frames, "
-          f"wrong away from boundaries: {wrong.tolist()}, boundary mismatches: {np.flatnonzero(tr.detected != truth).tolist()}")
+          f"wrong away from boundaries: {wrong.tolist()}, "
+          f"all mismatches: {np.flatnonzero(tr.detected != truth).tolist()}")
     assert wrong.size == 0
     assert np.array_equal(tr.interpolated, ~tr.detected)
     assert np.isfinite(tr.points).all() and np.isnan(tr.raw[~tr.detected]).all()
@@ -159,7 +162,8 @@ def test_smoothing_reduces_jitter():
     j0, j1 = _jitter(raw.points), _jitter(sm.points)
     size = np.ptp(raw.points, axis=1).max()
     dev = np.linalg.norm(sm.points - raw.points, axis=2).mean() / size
-    print(f"\njitter (mean |2nd diff| px): raw {j0:.3f}, smoothed {j1:.3f}; mean shift {dev:.2%} of face size")
+    print(f"\njitter (mean |2nd diff| px): raw {j0:.3f}, smoothed {j1:.3f}; "
+          f"mean shift {dev:.2%} of face size")
     assert j1 < 0.6 * j0 and dev < 0.02
 
 

@@ -59,7 +59,8 @@ class LandmarkTrack:
     def stats(self) -> dict:
         return {"n_frames": len(self.detected), "detected_fraction": self.detected_fraction,
                 "n_interpolated": int(self.interpolated.sum()), "n_long_gap": int(self.long_gap.sum()),
-                "max_faces": int(self.n_faces.max(initial=-1)), **{f"p_{k}": v for k, v in asdict(self.params).items()}}
+                "max_faces": int(self.n_faces.max(initial=-1)),
+                **{f"p_{k}": v for k, v in asdict(self.params).items()}}
 
 
 # ---------------------------------------------------------------------------------------------- backends
@@ -77,12 +78,13 @@ class DlibBackend:
         self.predictor = dlib.shape_predictor(str(weights.dlib_predictor_path()))
 
     def detect(self, img: np.ndarray) -> np.ndarray:
-        rects = self.detector(img, self.upsample)
-        return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+        rects = self.detector(np.ascontiguousarray(img), self.upsample)  # dlib misreads strided arrays
+        boxes = [[r.left(), r.top(), r.right(), r.bottom()] for r in rects]
+        return np.array(boxes, np.float64).reshape(-1, 4)
 
     def fit(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        shape = self.predictor(img, self._dlib.rectangle(x0, y0, x1, y1))
+        shape = self.predictor(np.ascontiguousarray(img), self._dlib.rectangle(x0, y0, x1, y1))
         return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
 
@@ -102,7 +104,7 @@ class FanBackend:
         need = weights.torch_home() / "hub" / "checkpoints" / os.path.basename(url)
         if not need.exists():
             raise weights.WeightsError(
-                f"face_alignment {getattr(face_alignment, '__version__', '?')} loads {need.name}, not found.\n"
+                f"face_alignment {getattr(face_alignment, '__version__', '?')} loads {need.name}: missing.\n"
                 f"  download: {url}\n  put it at: {need}")
         import torch.hub
 
@@ -236,12 +238,13 @@ class _Tracker:
                 return
         boxes = self._detect(k, img)
         self.since = 1
-        if not len(boxes):
+        if len(boxes):
+            box = boxes[_choose(boxes, self.ref, img.shape[:2])]
+            pts = self.b.fit(img, box)
+        if not len(boxes) or not _plausible(pts, None, img.shape[:2]):  # no face, or a false detection
             self._resolve_pending(False)
             self.prev = None
             return
-        box = boxes[_choose(boxes, self.ref, img.shape[:2])]
-        pts = self.b.fit(img, box)
         if self.pending:
             self._resolve_pending(_iou(box, self.pending[-1][2]) >= CONFIRM_IOU)
         self._calibrate(box, pts)
@@ -294,7 +297,7 @@ def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | 
             alias[k] = alias[k - 1]
             continue
         last = img
-        tr.step(k, np.ascontiguousarray(img))  # PyAV pads rows; dlib misreads strided arrays silently
+        tr.step(k, np.ascontiguousarray(img))  # PyAV pads rows: copy once, not per backend call
     tr.finish()
     detected, raw = tr.detected[alias], tr.raw[alias]
     n = int(detected.sum())

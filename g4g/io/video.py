@@ -21,7 +21,10 @@ from g4g.rejects import ClipError
 from g4g.utils import atomic_path
 
 log = logging.getLogger(__name__)
-av.logging.set_level(av.logging.PANIC)  # decoder chatter goes to our own log lines instead
+# No Python log hook: with one (any set_level other than None), a decoder thread that logs needs the
+# GIL while the main thread, closing a stream early, waits for that thread: a deadlock
+# (PyAV-Org/PyAV#751). None drops ffmpeg's own messages; failures still surface as exceptions.
+av.logging.set_level(None)
 
 
 def ffmpeg_exe() -> str:
@@ -168,8 +171,9 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
                     w, h = size if rot in (0, 180) else size[::-1]
                     kw.update(width=w, height=h)
                 img = frame.to_ndarray(**kw)
-                if rot:
-                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
+                # PyAV pads rows (an 844 px line is stored as 848): C code such as dlib silently
+                # misreads strided arrays, so always hand out contiguous frames
+                img = np.ascontiguousarray(np.rot90(img, rot // 90) if rot else img)
                 if want is None:
                     yield src, img
                     continue
