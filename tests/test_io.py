@@ -147,3 +147,16 @@ def test_early_close_does_not_hang(tmp_path):
     for _ in range(60):
         for k, f in iter_frames(p, np.arange(3), fmt="gray"):
             assert f.flags.c_contiguous
+
+
+@pytest.mark.parametrize("size", [(64, 48), (842, 64)])
+def test_fast_luma_matches_swscale_gray(tmp_path, size):
+    import av
+
+    p = make_video(tmp_path / "g.mp4", n=3, size=size, audio=None)
+    ours = [f for _, f in iter_frames(p, fmt="gray")]
+    with av.open(str(p)) as c:
+        ref = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and a.flags.c_contiguous
+        assert np.abs(a.astype(int) - b).max() <= 1
