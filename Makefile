@@ -23,6 +23,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
+	$(BIN)/snakemake --cores $(CORES) $(TARGET) --report results/report.html
+	@echo "report: $(abspath results/report.html)"
 
 test: venv
 	$(BIN)/python -m pytest -ra tests

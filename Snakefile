@@ -1,4 +1,4 @@
-# G4G pipeline: raw talking-head videos -> shards -> (training, inference, evaluation: later phases).
+# G4G pipeline: raw talking-head videos -> shards -> training (inference, evaluation: later phases).
 # Usage: snakemake --cores 8 [target]; on a cluster add --workflow-profile profiles/slurm.
 from snakemake.utils import min_version, validate
 
@@ -21,6 +21,10 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/landmarks.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
@@ -28,3 +32,5 @@ rule all:
     input:
         expand(rules.prepare.output.summary, dataset=DATASET),
         expand(rules.inspect.output.png, dataset=DATASET),
+        expand(rules.train.output.model, dataset=DATASET, variant=VARIANTS),
+        rules.tables.output.table1,

@@ -1,4 +1,10 @@
-# Figures for `snakemake --report`: what people would rather look at than read.
+# Figures for `snakemake --report`: what people would rather look at than read. The report itself:
+#   snakemake --report results/report.html   (tables, metric charts against the paper, training curves,
+#   frame strips; `make demo` writes it last). Tables, charts and strips are flagged where they are made
+#   (tables.smk, evaluate.smk); training curves in train.smk.
+
+
+report: "../report/workflow.rst"
 
 
 rule inspect:

@@ -1,0 +1,168 @@
+"""The frozen evaluation protocol (METHOD.md Sec. 9): one clip's video against its ground truth.
+
+Any method's video (ours, a baseline, an external method's own output) is read at 25 fps and re-cropped
+with the SAME stored crop transforms the ground-truth test crops were cut with, so every method is
+scored on identical 416 x 320 face regions:
+    PSNR, SSIM, MSE      per frame on the face crops ([0, 1] RGB; SSIM Gaussian window), and on the
+                         full frames as extra columns
+    LPIPS                AlexNet, per frame on the face crops
+    FID                  Inception activations of the face crops, pooled over all frames of a method
+    LSE-D / LSE-C        official SyncNet, syncnet_python's algorithm, on the generated crops + the audio
+    LSE (own SyncNet)    the project's sync expert, only where params allow the surrogate
+A metric whose weights are missing is skipped and its reason noted; it is never replaced silently.
+Frames are streamed in chunks; nothing holds a whole clip in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from g4g.infer.testset import TestClip
+from g4g.rejects import ClipError
+
+log = logging.getLogger(__name__)
+
+# Table columns, in order; the own-SyncNet surrogate never shares a column with the official metric
+IMAGE = ("PSNR", "SSIM", "MSE")
+FULL = tuple(f"{m} (full frame)" for m in IMAGE)
+LSE_OFFICIAL, LSE_OWN = ("LSE-D", "LSE-C"), ("LSE-D (own SyncNet)", "LSE-C (own SyncNet)")
+COLUMNS = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", *LSE_OFFICIAL, *LSE_OWN, *FULL)
+
+
+@dataclass
+class EvalParams:
+    allow_surrogates: bool = False  # LSE with the own sync expert (own columns) when allowed
+    full_frame: bool = True         # PSNR / SSIM / MSE on full frames as extra columns
+    chunk_frames: int = 64          # frames decoded and scored at a time
+    batch_size: int = 16            # frames (or sync windows) per network call
+    device: str = "auto"
+    image_dtype: str = "auto"       # PSNR/SSIM/MSE arithmetic: auto = float64 on CUDA, float32 on CPU
+    lse_vshift: int = 15            # offsets searched: -v..+v frames (syncnet_python)
+    strip_frames: int = 4           # frames in the report strip of the first clip
+
+
+@dataclass
+class Metrics:
+    """The metric networks available to this run, their weights labels and the reasons for gaps."""
+
+    lpips: object = None
+    fid: object = None
+    sync: object = None      # OfficialSyncNet
+    own_sync: object = None  # OwnSyncNet (surrogate)
+    weights: dict = field(default_factory=dict)  # column group -> "file (sha256 ...)" / "surrogate: ..."
+    notes: list = field(default_factory=list)
+
+
+def build_metrics(p: EvalParams, syncnet: str | None = None, image: bool = True, mel=None) -> Metrics:
+    """Load what the weights on disk allow; `image=False` (ground truth vs itself) loads LSE only."""
+    import torch
+
+    from g4g.weights import WeightsError
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
+    m = Metrics()
+
+    def attempt(key: str, column: str, build):
+        try:
+            obj = build()
+        except WeightsError as e:
+            m.notes.append(f"{column} empty: {str(e).splitlines()[0]}")
+            return
+        setattr(m, key, obj)
+        m.weights[column] = str(obj.info)
+
+    if image:
+        from g4g.metrics.fid import FIDInception
+        from g4g.metrics.lpips_metric import LPIPSMetric
+
+        attempt("lpips", "LPIPS", lambda: LPIPSMetric(pretrained=True, device=device))
+        attempt("fid", "FID", lambda: FIDInception(pretrained=True, device=device))
+    from g4g.metrics.syncnet import OfficialSyncNet
+
+    attempt("sync", "LSE", lambda: OfficialSyncNet(pretrained=True, device=device))
+    if p.allow_surrogates:
+        if syncnet and os.path.exists(syncnet):
+            from g4g.evaluate.own_syncnet import OwnSyncNet
+
+            from g4g.data.mels import MelParams
+
+            m.own_sync = OwnSyncNet(syncnet, device, mel or MelParams())
+            m.weights["LSE (own SyncNet)"] = str(m.own_sync.info)
+        else:
+            m.notes.append(f"LSE (own SyncNet) empty: sync expert {syncnet} not found")
+    else:
+        m.notes.append("LSE (own SyncNet) not computed: evaluate.allow_surrogates is false")
+    return m
+
+
+class ChunkedLSE:
+    """LSE of one clip from frames fed chunk by chunk (the windows straddling chunks are kept whole)."""
+
+    def __init__(self, model, n_frames: int, audio: np.ndarray, batch_size: int = 16):
+        self.model, self.batch, self.audio = model, batch_size, audio
+        self.n = model.num_windows(n_frames, len(audio))  # windows start at frames 0..n-1
+        self.done = 0  # windows embedded so far
+        self.buf = np.zeros((0,), np.uint8)  # the last frames, kept for windows straddling two chunks
+        self.lip = []
+
+    def feed(self, frames: np.ndarray, start: int) -> None:
+        """frames: uint8 (c, 416, 320, 3), the clip's frames start..start+c-1, fed in order."""
+        import torch
+
+        with torch.no_grad():
+            self._feed(frames, start)
+
+    def _feed(self, frames: np.ndarray, start: int) -> None:
+        w = self.model.window
+        buf = np.concatenate([self.buf, frames]) if len(self.buf) else frames
+        b0 = start - len(self.buf)  # clip frame of buf[0]
+        last = min(self.n, b0 + len(buf) - w + 1)  # windows [done, last) are complete now
+        if last > self.done:
+            video = self.model.prepare_video(buf[self.done - b0:last - b0 + w - 1])
+            for i in range(self.done, last, self.batch):
+                starts = np.arange(i, min(last, i + self.batch)) - self.done
+                self.lip.append(self.model.forward_lip(self.model.video_batch(video, starts)).float().cpu())
+            self.done = last
+        self.buf = buf[max(0, len(buf) - (w - 1)):]
+
+    def result(self, vshift: int = 15):
+        import torch
+
+        from g4g.metrics.lse import lse_from_embeddings
+
+        if self.n < 1:
+            raise ClipError(f"clip too short for LSE ({self.n} windows)")
+        if self.done < self.n:
+            raise ClipError(f"LSE: only {self.done} of {self.n} windows were fed")
+        lip = torch.cat(self.lip)
+        feats, aud = self.model.prepare_audio(self.audio), []
+        with torch.no_grad():
+            for i in range(0, self.n, self.batch):
+                x = self.model.audio_batch(feats, list(range(i, min(self.n, i + self.batch))))
+                aud.append(self.model.forward_aud(x).float().cpu())
+        return lse_from_embeddings(lip, torch.cat(aud), vshift, weights=str(self.model.info))
+
+
+def open_video(path: str | os.PathLike, clip: TestClip) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(25 fps index map, per-frame affines for this video's size, notes) of a video to score."""
+    from g4g.infer.testset import stored_track
+    from g4g.io.video import frame_times, probe, resample_index
+
+    info = probe(path)
+    idx = resample_index(frame_times(path), 25.0, info.duration)
+    A, notes = stored_track(clip).affine.copy(), []
+    if abs(info.fps - 25) > 0.01 or info.variable_rate:
+        notes.append(f"video at {info.fps:.3f} fps resampled to 25")
+    if (info.width, info.height) != (clip.width, clip.height):
+        sx, sy = info.width / clip.width, info.height / clip.height
+        if abs(sx / sy - 1) > 0.01:
+            raise ClipError(f"frame size {info.width}x{info.height} has another aspect than the source "
+                            f"{clip.width}x{clip.height}: the stored crop transforms do not apply")
+        A[:, 0, :2] /= sx  # crop = A (p / s): the same face region in the rescaled frame
+        A[:, 1, :2] /= sy
+        notes.append(f"frame size {info.width}x{info.height} != source {clip.width}x{clip.height}: transforms rescaled")
+    return idx, A, notes

@@ -1,0 +1,119 @@
+"""results/table1.csv and table2.csv (+ Markdown), the DVC metrics JSON, plot data and bar charts.
+
+Table 1: one row per (dataset, method) measured here (our model, the reference rows, external methods)
+followed by the paper's published rows, `source` telling them apart. Table 2: the ablation variants,
+with the paper's Table 2. Columns: the metrics (an empty cell is a metric not computed; the row's notes
+say why), the number of videos and frames scored, and the weights each metric used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from g4g.evaluate import paper
+from g4g.evaluate.charts import CHART_METRICS, bar_chart, slug
+from g4g.evaluate.protocol import COLUMNS
+from g4g.utils import atomic_path, write_json, write_text
+
+TABLE1_COLUMNS = ("dataset", "method", "source", *COLUMNS, "n videos", "n frames", "weights used", "notes")
+TABLE2_COLUMNS = ("dataset", "method", "variant", *TABLE1_COLUMNS[2:])
+VARIANT_LABELS = {"g4g": "full", "g4g_wo_alignment": "w/o alignment", "g4g_wo_supervision": "w/o supervision",
+                  "g4g_wo_fusion": "w/o fusion"}
+
+
+def measured_row(s: dict) -> dict:
+    """A method summary (results/metrics/{dataset}/{method}.json) as a table row."""
+    weights = "; ".join(f"{k}: {v}" for k, v in s.get("weights", {}).items())
+    return {"dataset": s["dataset"], "method": s["method"], "source": "this run",
+            "variant": VARIANT_LABELS.get(s["method"], ""), "metrics": s.get("metrics", {}),
+            "n videos": s.get("n_videos", 0), "n frames": s.get("n_frames", 0), "weights used": weights,
+            "notes": "; ".join(s.get("notes", []))}
+
+
+def _published(row: dict) -> dict:
+    return {**row, "n videos": "", "n frames": "", "weights used": "", "notes": paper.NOTE}
+
+
+def make_tables(summaries: list[dict], datasets: list[str], table1: list[str], table2: list[str]
+                ) -> tuple[list[dict], list[dict]]:
+    """Rows of Table 1 and Table 2: measured rows in (dataset, method) order, then the paper's rows."""
+    by = {(s["dataset"], s["method"]): s for s in summaries}
+    rows1 = [measured_row(by[(d, m)]) for d in datasets for m in table1 if (d, m) in by]
+    rows2 = [measured_row(by[(d, m)]) for d in datasets for m in table2 if (d, m) in by]
+    return rows1 + [_published(r) for r in paper.table1_rows()], rows2 + [_published(r) for r in paper.table2_rows()]
+
+
+def _cell(row: dict, col: str, digits: int | None = None) -> str:
+    v = row["metrics"].get(col) if col in COLUMNS else row.get(col, "")
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "inf" if v > 0 else ""
+        return f"{v:.{digits}f}" if digits is not None else f"{v:.6g}"
+    return "" if v is None else str(v)
+
+
+def write_csv(rows: list[dict], columns: tuple[str, ...], path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_cell(r, c) for c in columns])
+
+
+def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path, title: str) -> None:
+    """A GitHub-Markdown table: metrics with 4 decimals, columns empty in every row dropped."""
+    keep = [c for c in columns if c in ("dataset", "method", "source") or any(_cell(r, c) for r in rows)]
+    body = [f"# {title}", "", "| " + " | ".join(keep) + " |", "|" + "---|" * len(keep)]
+    for r in rows:
+        cells = [_cell(r, c, 4 if c in COLUMNS else None).replace("|", "/") for c in keep]
+        body.append("| " + " | ".join(cells) + " |")
+    write_text(path, "\n".join(body) + "\n")
+
+
+def metrics_json(rows: list[dict]) -> dict:
+    """{method: {metric slug: value, n_videos, n_frames}} of measured rows (what `dvc metrics show` lists)."""
+    out = {}
+    for r in rows:
+        if r["source"] == "this run":
+            vals = {slug(k): v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            out[r["method"]] = {**vals, "n_videos": r["n videos"], "n_frames": r["n frames"]}
+    return out
+
+
+def plot_rows(rows: list[dict], metric: str) -> list[dict]:
+    """Plot data of one metric (DVC bar chart): one {method, value, source} per row that has it."""
+    from g4g.evaluate.charts import row_label
+
+    return [{"method": row_label(r), "value": r["metrics"][metric], "source": r["source"]} for r in rows
+            if isinstance(r["metrics"].get(metric), (int, float)) and math.isfinite(r["metrics"][metric])]
+
+
+def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: list[str], table2_methods: list[str],
+               table1: str, table2: str, metrics_dir: str = "results/metrics", figures_dir: str = "results/figures"
+               ) -> tuple[list[dict], list[dict]]:
+    """Rule `tables`: the two tables (CSV + .md beside), and per dataset the DVC metrics JSON
+    ({metrics_dir}/{dataset}/summary.json), the plot data ({metrics_dir}/{dataset}/plots/{metric}.csv) and
+    the bar charts ({figures_dir}/{dataset}/{metric}.png)."""
+    summaries = [json.loads(Path(p).read_text()) for p in summary_paths]
+    rows1, rows2 = make_tables(summaries, datasets, table1_methods, table2_methods)
+    for rows, cols, path, title in ((rows1, TABLE1_COLUMNS, table1, "Table 1: comparison (reconstruction setting)"),
+                                    (rows2, TABLE2_COLUMNS, table2, "Table 2: ablation")):
+        write_csv(rows, cols, path)
+        write_markdown(rows, cols, Path(path).with_suffix(".md"), title)
+    measured = list({(r["dataset"], r["method"]): r for r in rows1 + rows2 if r["source"] == "this run"}.values())
+    published = [r for r in rows1 if r["source"] == "paper"] + [
+        r for r in rows2 if r["source"] == "paper" and r["method"] != "g4g"]  # full = Table 1's G4G row
+    for d in datasets:
+        rows = [r for r in measured if r["dataset"] == d] + published
+        write_json(Path(metrics_dir) / d / "summary.json", metrics_json(rows))
+        for metric in CHART_METRICS:
+            with atomic_path(Path(metrics_dir) / d / "plots" / f"{slug(metric)}.csv") as tmp, \
+                    open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, ["method", "value", "source"])
+                w.writeheader()
+                w.writerows(plot_rows(rows, metric))
+            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png")
+    return rows1, rows2

@@ -1,0 +1,250 @@
+"""Lip-sync any video to any audio with a trained G4G generator (METHOD.md Sec. 7).
+
+    video --25 fps--> landmarks --smoothed--> crop transforms A (T, 2, 3)
+    audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k
+    output frame k shows video frame pingpong(k); 5 references spread evenly over the video
+    per chunk: decode -> crop (416 x 320, resized to the model's face size) -> generate in batches
+               (composite and blend are inside the generator) -> paste back (feathered) -> encode
+    the driving audio is muxed into the mp4.
+
+Frames are streamed in chunks (never the whole video in memory); the generator sees `batch_size`
+frames per call, in bf16 on CUDA. Bad input raises ClipError with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from g4g.data.crops import CropParams, apply_affine, box_to_affine, crop_boxes, warp_crop
+from g4g.data.mels import MelParams, audio_windows, melspectrogram
+from g4g.infer.frames import ChunkReader
+from g4g.infer.paste import paste_face
+from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
+from g4g.rejects import ClipError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LipsyncParams:
+    batch_size: int = 8        # frames per generator call
+    chunk_frames: int = 32     # frames decoded, generated, pasted and encoded at a time (memory bound)
+    feather: float = 16.0      # paste-back edge ramp, in 416 x 320 crop pixels
+    device: str = "auto"       # auto | cpu | cuda | cuda:N
+    amp: bool = True           # bf16 autocast on CUDA
+    crf: int = 18              # x264 quality of the output
+    preset: str = "veryfast"   # x264 speed/size trade-off
+    allow_silent: bool = False  # render silent driving audio anyway (closed mouth) instead of refusing it
+    silence_dbfs: float = -60.0  # RMS level below which the driving audio counts as silent
+    fps: float = 25.0
+    sample_rate: int = 16000
+
+
+@dataclass
+class Track:
+    """Per 25 fps video frame: the source frame shown, the crop transform and the crop landmarks."""
+
+    index_map: np.ndarray       # (T,) source frame (presentation order)
+    affine: np.ndarray          # (T, 2, 3) source pixels -> 416 x 320 crop pixels
+    crop_landmarks: np.ndarray  # (T, 68, 2) smoothed landmarks in 416 x 320 crop pixels
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.index_map)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = CropParams(), fps: float = 25.0,
+                progress: bool = False) -> Track:
+    """Resample the video to `fps`, track 68 landmarks, derive the smoothed crop transforms."""
+    from g4g.data.landmarks import LandmarkParams, track_landmarks
+    from g4g.io.video import frame_times, probe, resample_index
+
+    info = probe(video)
+    index_map = resample_index(frame_times(video), fps, info.duration)
+    if len(index_map) == 0:
+        raise ClipError(f"{video}: no frames at {fps:g} fps")
+    tr = track_landmarks(video, index_map, landmarks or LandmarkParams(), progress=progress)
+    A = box_to_affine(crop_boxes(tr.points, crop), crop)
+    return Track(index_map, A, apply_affine(A, tr.points.astype(np.float64)).astype(np.float32),
+                 {"detected_fraction": tr.detected_fraction, "src_fps": info.fps, "width": info.width,
+                  "height": info.height})
+
+
+def read_driving_audio(audio, p: LipsyncParams) -> np.ndarray:
+    """float32 16 kHz mono from a path (any format with an audio stream) or an array; refuses silence."""
+    from g4g.io.audio import level_dbfs, load_audio
+
+    wav = load_audio(audio, p.sample_rate) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio, np.float32)
+    if len(wav) < p.sample_rate / p.fps:
+        raise ClipError(f"driving audio too short: {len(wav)} samples (< one frame)")
+    db = level_dbfs(wav)
+    if db < p.silence_dbfs and not p.allow_silent:
+        raise ClipError(f"driving audio is silent ({db:.1f} dBFS < {p.silence_dbfs:g}): nothing to lip-sync to "
+                        f"(--allow-silent or infer.allow_silent renders it anyway)")
+    return wav
+
+
+def exact_audio(src: str | os.PathLike, seconds: float, out: str | os.PathLike) -> None:
+    """PCM wav of the first audio stream of `src` at its own rate and channels, cut or zero-padded to
+    `seconds` (the muxer then ends audio and video together, without losing the last AAC frame)."""
+    import subprocess
+
+    from g4g.io.video import ffmpeg_exe
+
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src), "-map", "0:a:0", "-vn", "-af", "apad",
+           "-t", f"{seconds:.6f}", "-c:a", "pcm_s16le", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ClipError(f"cannot re-read the driving audio for muxing: {r.stderr.strip()[-300:]}")
+
+
+class Lipsync:
+    """A loaded generator plus the settings; `run` renders one output video."""
+
+    def __init__(self, generator: torch.nn.Module, params: LipsyncParams = LipsyncParams(),
+                 mel: MelParams = MelParams()):
+        self.p, self.mel_p = params, mel
+        self.device = resolve_device(params.device)
+        self.G = generator.to(self.device).eval()
+        self.size = tuple(self.G.cfg.face_size)  # (H, W) of the model's face crop
+        self.timings = {k: 0.0 for k in ("decode", "crop", "generate", "paste", "encode")}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, params: LipsyncParams = LipsyncParams(),
+                        mel: MelParams = MelParams()) -> "Lipsync":
+        from g4g.train.loop import load_generator
+
+        G, _ = load_generator(path, "cpu")
+        return cls(G, params, mel)
+
+    # ------------------------------------------------------------------------------------ pieces
+    def faces(self, frames: list[np.ndarray], affines: np.ndarray) -> np.ndarray:
+        """(n, H, W, 3) uint8 model-size face crops: the 416 x 320 crop, resized as training saw it."""
+        H, W = self.size
+        out = []
+        for f, A in zip(frames, affines):
+            c = warp_crop(f, A)
+            out.append(c if c.shape[:2] == (H, W) else cv2.resize(c, (W, H), interpolation=cv2.INTER_AREA))
+        return np.stack(out)
+
+    def model_landmarks(self, crop_lmk: np.ndarray) -> np.ndarray:
+        k = self.size[0] / 416
+        return (crop_lmk + 0.5) * k - 0.5  # (n, 68, 2) at the model's face size
+
+    def _tensor(self, faces: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(faces).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (n, 3, H, W)
+
+    @torch.no_grad()
+    def generate(self, faces: np.ndarray, lmk: np.ndarray, mels: np.ndarray, refs: torch.Tensor) -> np.ndarray:
+        """I_out for n frames: faces (n, H, W, 3) uint8, lmk (n, 68, 2), mels (n, 80, 16), refs (1, 15, H, W)
+        -> (n, H, W, 3) float32 in [0, 255]."""
+        out = []
+        amp = self.device.type == "cuda" and self.p.amp
+        for i in range(0, len(faces), self.p.batch_size):
+            n = len(faces[i:i + self.p.batch_size])
+            batch = {"I_t": self._tensor(faces[i:i + n]),  # (n, 3, H, W)
+                     "I_r": refs.expand(n, -1, -1, -1),  # (n, 15, H, W)
+                     "A": torch.from_numpy(mels[i:i + n]).to(self.device)[:, None].float(),  # (n, 1, 80, 16)
+                     "lmk": torch.from_numpy(lmk[i:i + n]).to(self.device).float()}  # (n, 68, 2)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                y = self.G(batch)["I_out"]
+            out.append((y.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy())
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------------------------ one video
+    def run(self, video: str | os.PathLike, audio, out: str | os.PathLike, track: Track | None = None,
+            mux_audio: str | os.PathLike | None = None, landmarks=None, crop: CropParams = CropParams(),
+            progress: bool = True) -> dict:
+        """Render `out` (mp4): `video` lip-synced to `audio` (a path or a float32 16 kHz array).
+
+        track: precomputed landmarks/crops (the test-set driver passes the stored ones); otherwise they
+        are tracked here. mux_audio: the file muxed into the output (default: `audio` when it is a path,
+        else a temporary wav of the array).
+        """
+        from g4g.io.audio import write_wav
+        from g4g.io.video import VideoWriter
+
+        t0 = time.perf_counter()
+        wav = read_driving_audio(audio, self.p)
+        if track is None:
+            track = track_video(video, landmarks, crop, self.p.fps, progress=progress)
+        n_out = n_output_frames(len(wav), self.p.sample_rate, self.p.fps)
+        order = pingpong_index(len(track), n_out)  # (n_out,) video frame per output frame
+        mel = melspectrogram(wav, self.mel_p)
+        with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames) as reader, \
+                tempfile.TemporaryDirectory(prefix="g4g-lipsync-") as tmp:
+            if mux_audio is None:  # the driving audio cut (or padded) to exactly the output's length
+                mux_audio = Path(tmp) / "audio.wav"
+                if isinstance(audio, (str, os.PathLike)):
+                    exact_audio(audio, n_out / self.p.fps, mux_audio)  # the file's own rate and channels
+                else:
+                    n = int(round(n_out / self.p.fps * self.p.sample_rate))
+                    write_wav(mux_audio, np.pad(wav[:n], (0, max(0, n - len(wav)))), self.p.sample_rate)
+            r_idx = reference_frames(len(track), self.G.cfg.n_refs)
+            r_faces = self.faces(reader.get(r_idx), track.affine[r_idx])  # (5, H, W, 3)
+            refs = self._tensor(r_faces).reshape(1, -1, *self.size)  # (1, 15, H, W), frame-major
+            first = reader.get(order[:1])[0]
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
+            with VideoWriter(out, self.p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
+                             crf=self.p.crf, preset=self.p.preset) as vw:
+                for c0 in range(0, n_out, self.p.chunk_frames):
+                    self._chunk(reader, track, order, mel, refs, c0, min(n_out, c0 + self.p.chunk_frames), vw)
+                    if bar is not None:
+                        bar.update(min(n_out, c0 + self.p.chunk_frames) - c0)
+                t = time.perf_counter()
+            self.timings["encode"] += time.perf_counter() - t  # the encoder's flush on close
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        return {"n_frames": n_out, "video_frames": len(track), "audio_seconds": len(wav) / self.p.sample_rate,
+                "pingpong": bool(n_out > len(track)), "seconds": seconds, "fps": n_out / seconds,
+                "decoded": reader.decoded, "references": r_idx.tolist(), **track.stats}
+
+    def _chunk(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, refs: torch.Tensor,
+               c0: int, c1: int, vw) -> None:
+        t = time.perf_counter()
+        idx = order[c0:c1]
+        frames = reader.get(idx)
+        t1 = time.perf_counter()
+        faces = self.faces(frames, track.affine[idx])
+        lmk = self.model_landmarks(track.crop_landmarks[idx])
+        mels = audio_windows(mel, np.arange(c0, c1), self.mel_p)  # (n, 80, 16): the window of output frame k
+        t2 = time.perf_counter()
+        gen = self.generate(faces, lmk, mels, refs)
+        t3 = time.perf_counter()
+        pasted = [paste_face(f, g, track.affine[j], self.p.feather) for f, g, j in zip(frames, gen, idx)]
+        t4 = time.perf_counter()
+        for f in pasted:
+            vw.write(f)
+        t5 = time.perf_counter()
+        for k, dt in zip(("decode", "crop", "generate", "paste", "encode"), (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            self.timings[k] += dt
+
+
+def lipsync(video: str | os.PathLike, audio: str | os.PathLike, checkpoint: str | os.PathLike,
+            out: str | os.PathLike, params: LipsyncParams = LipsyncParams(), landmarks=None,
+            crop: CropParams = CropParams(), mel: MelParams = MelParams(), progress: bool = True) -> dict:
+    """`g4g lipsync`: one video + one audio file -> out.mp4 with the driving audio. Returns run stats."""
+    engine = Lipsync.from_checkpoint(checkpoint, params, mel)
+    stats = engine.run(video, audio, out, landmarks=landmarks, crop=crop, progress=progress)
+    log.info("lipsync: %d frames (%.2f s of audio, video %d frames%s) in %.1f s = %.1f frames/s -> %s",
+             stats["n_frames"], stats["audio_seconds"], stats["video_frames"],
+             ", ping-pong" if stats["pingpong"] else "", stats["seconds"], stats["fps"], out)
+    return {**stats, "timings": dict(engine.timings)}

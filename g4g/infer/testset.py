@@ -1,0 +1,119 @@
+"""The reconstruction setting (METHOD.md Sec. 9): every test clip driven by its own audio.
+
+Inference here reuses what preparation stored for each test clip (the 25 fps frame map, the audio, the
+smoothed landmarks and crop transforms of the frame shard), so the generated faces sit exactly where the
+ground-truth crops were cut. Each clip that fails becomes a row with its reason (index + rejects file);
+the run goes on. Output: {out_dir}/{clip}.mp4 and an index Parquet (clip_id, status, reason, video, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from g4g.rejects import ClipError, Rejects
+
+log = logging.getLogger(__name__)
+
+INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+                          ("video", pa.string()), ("n_frames", pa.int32()), ("seconds", pa.float64())])
+
+# Table 2 variants (g4g.train.params.VARIANTS) under their method names in the tables
+METHOD_OF_VARIANT = {"full": "g4g", "wo_alignment": "g4g_wo_alignment", "wo_supervision": "g4g_wo_supervision",
+                     "wo_fusion": "g4g_wo_fusion"}
+VARIANT_OF_METHOD = {m: v for v, m in METHOD_OF_VARIANT.items()}
+
+
+@dataclass
+class TestClip:
+    clip_id: str
+    n_frames: int        # 25 fps frames of the prepared clip
+    frames_path: str     # its frame shard (ground-truth crops, transforms, landmarks)
+    source: str          # the raw video
+    index_map: np.ndarray  # (n_frames,) source frame per 25 fps frame
+    audio: np.ndarray    # float32 16 kHz mono, the clip's own audio
+    width: int           # displayed frame size of the source
+    height: int
+
+
+def test_clips(clips_parquet: str | os.PathLike, resampled: list[str], split: str = "test") -> list[TestClip]:
+    """The prepared clips of `split`, sorted by id, with their source video and audio."""
+    rows = [r for r in pq.read_table(clips_parquet).to_pylist() if r["split"] == split]
+    wanted = {r["clip_id"] for r in rows}
+    res = {}
+    for path in resampled:
+        t = pq.read_table(path, columns=["clip_id", "path", "index_map", "audio_pcm16", "width", "height"])
+        for r in t.to_pylist():
+            if r["clip_id"] in wanted:
+                res[r["clip_id"]] = r
+    out = []
+    for r in sorted(rows, key=lambda r: r["clip_id"]):
+        s = res.get(r["clip_id"])
+        if s is None:
+            raise KeyError(f"{r['clip_id']}: not in the resampled tables given ({len(resampled)} files)")
+        out.append(TestClip(r["clip_id"], r["n_frames"], r["frames_path"], s["path"],
+                            np.asarray(s["index_map"], np.int64),
+                            np.frombuffer(s["audio_pcm16"], "<i2").astype(np.float32) / 32768.0,
+                            int(s["width"]), int(s["height"])))
+    return out
+
+
+def stored_track(clip: TestClip):
+    """The Track (frame map, crop transforms, crop landmarks) that preparation stored for the clip."""
+    from g4g.data.shards import FrameReader
+    from g4g.infer.lipsync import Track
+
+    cols = FrameReader(clip.frames_path).clip_columns(clip.clip_id, ["src_frame", "affine", "crop_landmarks"])
+    return Track(cols["src_frame"].astype(np.int64), cols["affine"].astype(np.float64), cols["crop_landmarks"])
+
+
+def run_clips(clips: list[TestClip], render, out_dir: str | os.PathLike, index_out: str | os.PathLike,
+              rejects_out: str | os.PathLike, stage: str) -> list[dict]:
+    """Call render(clip, path) for every clip -> {out_dir}/{clip}.mp4; failures become rows, not aborts."""
+    from g4g.data.shards import write_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rejects, rows = Rejects(stage), []
+    for clip in clips:
+        path, t = out_dir / f"{clip.clip_id}.mp4", time.perf_counter()
+        row = {"clip_id": clip.clip_id, "status": "ok", "reason": "", "video": str(path), "n_frames": 0}
+        try:
+            row["n_frames"] = int(render(clip, path))
+        except ClipError as e:
+            row.update(status="rejected", reason=str(e), video="")
+        except Exception as e:  # noqa: BLE001 - one bad clip must not sink the method's run
+            log.exception("unexpected failure on clip %s", clip.clip_id)
+            row.update(status="rejected", reason=f"unexpected {type(e).__name__}: {e}", video="")
+        if row["status"] != "ok":
+            rejects.add(clip.clip_id, row["reason"], clip.source)
+        rows.append({**row, "seconds": time.perf_counter() - t})
+    write_table(index_out, pa.Table.from_pylist(rows, schema=INDEX_SCHEMA))
+    rejects.write(rejects_out)
+    return rows
+
+
+def infer_test_set(clips_parquet: str, resampled: list[str], checkpoint: str, out_dir: str, index_out: str,
+                   rejects_out: str, params=None, mel=None, progress: bool = True) -> list[dict]:
+    """Rule `infer`: every test clip, in the reconstruction setting, with one trained generator."""
+    from g4g.data.mels import MelParams
+    from g4g.infer.lipsync import Lipsync, LipsyncParams
+
+    engine = Lipsync.from_checkpoint(checkpoint, params or LipsyncParams(), mel or MelParams())
+
+    def render(clip: TestClip, path: Path) -> int:
+        return engine.run(clip.source, clip.audio, path, track=stored_track(clip), progress=progress)["n_frames"]
+
+    rows = run_clips(test_clips(clips_parquet, resampled), render, out_dir, index_out, rejects_out, "infer")
+    ok = [r for r in rows if r["status"] == "ok"]
+    n = sum(r["n_frames"] for r in ok)
+    log.info("infer %s: %d/%d clips, %d frames in %.1f s; stage timings %s", Path(out_dir).name, len(ok), len(rows),
+             n, sum(r["seconds"] for r in rows), {k: round(v, 1) for k, v in engine.timings.items()})
+    return rows

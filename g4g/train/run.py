@@ -1,0 +1,107 @@
+"""Bookkeeping shared by the two training loops: folders, resume, config.yaml, logs, checkpoints.
+
+A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
+    config.yaml                the resolved config + provenance (written at start, before any step)
+    losses.csv                 one row per step
+    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`; resuming needs the same fingerprint
+The fingerprint hashes everything that defines the run (config without runtime knobs, data hash), so a
+rerun of the same command resumes and a changed config starts afresh in its own folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from g4g.train import checkpoint as ck
+from g4g.train.distributed import Dist
+from g4g.train.tracking import LossLog, Tracker
+
+log = logging.getLogger(__name__)
+
+
+class TrainingRun:
+    def __init__(self, run_dir: str | Path, name: str, config: dict, fingerprint: str, dist: Dist,
+                 columns: list[str], tags: dict[str, str], params: dict[str, str], tracking: dict | None = None,
+                 keep: int = 2, log_every: int = 50):
+        self.dir, self.name, self.config, self.fp, self.dist = Path(run_dir), name, config, fingerprint, dist
+        self.ckpt_dir = self.dir / "checkpoints" / fingerprint
+        self.columns, self.tags, self.params, self.keep, self.log_every = columns, tags, params, keep, log_every
+        self.tracking = tracking or {}
+        self.tracker: Tracker | None = None
+        self.losses: LossLog | None = None
+        self.run_id: str | None = None
+        self._t0 = time.time()
+
+    # -- start / resume -------------------------------------------------------------------------------
+
+    def resume(self) -> dict | None:
+        """The latest checkpoint of this fingerprint (every rank reads it), or None for a fresh start."""
+        state = ck.load_latest(self.ckpt_dir)
+        if state is not None:
+            log.info("resuming %s from %s (step %d)", self.name, state["_path"], state["step"])
+        elif (self.dir / "checkpoints").is_dir() and any((self.dir / "checkpoints").iterdir()):
+            log.info("no checkpoint for this configuration (fingerprint %s); starting afresh", self.fp)
+        return state
+
+    def start(self, state: dict | None) -> None:
+        """Write config.yaml, open the CSV (cut back to the resumed step) and the MLflow run (rank 0)."""
+        if not self.dist.main:
+            return
+        step = state["step"] if state else None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        from g4g.utils import write_text
+
+        write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.losses = LossLog(self.dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
+        self.tracker = Tracker(self.tracking.get("mlflow", True), self.tracking.get("uri"),
+                               self.tracking.get("experiment", "G4G"))
+        self.run_id = self.tracker.start(self.name, self.params, self.tags, run_id=(state or {}).get("mlflow_run_id"))
+        if self.tracker.active:
+            self.tracker.artifact(self.dir / "config.yaml")
+
+    # -- per step ---------------------------------------------------------------------------------------
+
+    def log(self, step: int, row: dict) -> None:
+        if not self.dist.main:
+            return
+        self.losses.write({"step": step, **row})
+        self.tracker.log_metrics(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if step % self.log_every == 0:
+            self.losses.flush()
+            self.tracker.flush()
+            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+            log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
+
+    def save(self, step: int, state: dict) -> None:
+        """Checkpoint at `step` (rank 0): atomically, then prune; also flushes the logs."""
+        if not self.dist.main:
+            return
+        self.losses.flush()
+        self.tracker.flush()
+        state = {**state, "step": step, "fingerprint": self.fp, "mlflow_run_id": self.run_id,
+                 "rng": ck.rng_state(), "meta": self.tags}
+        path = ck.save_checkpoint(ck.checkpoint_path(self.ckpt_dir, step), state)
+        ck.prune(self.ckpt_dir, self.keep)
+        log.info("checkpoint %s", path)
+
+    # -- end ----------------------------------------------------------------------------------------------
+
+    def artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        if self.dist.main and self.tracker is not None:
+            self.tracker.artifact(path, subdir)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self.dist.main and self.tracker is not None:
+            self.tracker.log_metrics(step, values)
+            self.tracker.flush()
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.dist.main:
+            if self.losses is not None:
+                self.losses.close()
+            if self.tracker is not None:
+                self.tracker.end(status)

@@ -1,0 +1,210 @@
+"""The sync expert (METHOD.md Sec. 6): its samples, its training loop, and loading it frozen for G4G.
+
+A Wav2Lip-style SyncNet trained on the project's own crops: 5 consecutive mouth squares against the mel
+window of the centre frame, in sync (label 1) or shifted by >= 5 frames within the clip (label 0), 50/50,
+BCE on the cosine. To resume, run the same command again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from g4g.data.crops import CROP_H, MOUTH_BOX
+from g4g.data.mels import MelParams, audio_windows
+from g4g.train import checkpoint as ck
+from g4g.train import distributed as dist
+from g4g.train.data import Clip, FaceSource, chw, make_loader, read_clips, shifted_frames, zoom, zoom_matrix
+from g4g.train.params import SyncParams, fingerprint, flatten
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------
+# Samples: 5 mouth squares + an in-sync or off-sync audio window
+# ----------------------------------------------------------------------------------------------------
+
+
+def mouth_square(face: np.ndarray) -> np.ndarray:
+    """The 1.0-scale mouth box of a face at any working size (rows 128..384, cols 32..288 at 416 x 320)."""
+    k = face.shape[0] / CROP_H
+    t, b, l, r = (round(v * k) for v in MOUTH_BOX)
+    return face[t:b, l:r]
+
+
+class SyncSamples(Dataset):
+    """dataset[i] -> {'mouths' (15, m, m) uint8, 'A' (1, 80, 16), 'label' (), 'shift' ()}.
+
+    The mouths are the mouth squares of frames t-2..t+2 of faces resized to the generator's working size
+    for mouth size m (so the expert sees what the generator produces at that scale); A is the window of t
+    (label 1) or of a frame at least min_shift away in the same clip (label 0). Pure in (seed, index).
+    """
+
+    def __init__(self, clips: list[Clip], mouth_size: int = 256, seed: int = 0, stream: int = 0, min_shift: int = 5,
+                 crop_scale: tuple[float, float] | None = (1.05, 1.15), cache_frames: int = 0,
+                 mel: MelParams = MelParams()):
+        from g4g.models.composite import face_size
+
+        self.src = FaceSource(clips, cache_frames)
+        self.size, self.seed, self.stream = face_size(mouth_size), seed, stream
+        self.min_shift, self.crop_scale, self.mel_p = min_shift, crop_scale, mel
+        w = np.array([max(c.n_frames - 4, 0) for c in clips], dtype=np.float64)
+        self.clip_p = w / w.sum()
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def item(self, ci: int, t: int, shift: int, z: float = 1.0) -> dict:
+        clip = self.src.clips[ci]
+        M = zoom_matrix(z, self.size) if z != 1.0 else None
+        mouths = [mouth_square(zoom(self.src.face(clip, f, self.size), M)) for f in range(t - 2, t + 3)]
+        a = audio_windows(self.src.mel(clip), np.array([t + shift]), self.mel_p)  # (1, 80, 16)
+        return {"mouths": chw(mouths).flatten(0, 1), "A": torch.from_numpy(a),
+                "label": torch.tensor(float(shift == 0)), "shift": torch.tensor(shift)}
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.stream, int(index)])
+        ci = int(rng.choice(len(self.clip_p), p=self.clip_p))
+        n = self.src.clips[ci].n_frames
+        t = int(rng.integers(2, n - 2))  # frames t-2..t+2 inside the clip
+        shift = 0
+        if rng.random() < 0.5:
+            shift = int(shifted_frames(rng, np.array([t]), n, self.min_shift, 1)[0, 0]) - t
+        z = float(rng.uniform(*self.crop_scale)) / 1.05 if self.crop_scale else 1.0
+        return self.item(ci, t, shift, z)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The frozen expert for G4G training
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_expert(p: SyncParams):
+    from g4g.models.sync_expert import SyncExpert
+
+    return SyncExpert(width=p.width, norm=p.norm)
+
+
+def load_sync_expert(path: str | Path, device="cpu"):
+    """(expert in eval mode with frozen weights, its metadata) from a syncnet.pt written by train_sync."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    p = SyncParams(**state["params"])
+    expert = build_expert(p)
+    expert.load_state_dict(state["expert"])
+    return expert.to(device).eval().requires_grad_(False), state
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loop
+# ----------------------------------------------------------------------------------------------------
+
+
+def train_sync(
+    clips_parquet:  str,                  # results/{dataset}/clips.parquet: train split trains, test split checks
+    run_dir:        str,                  # run folder: config.yaml, losses.csv, checkpoints/, metrics.json
+    out:            str,                  # the final expert, results/models/{dataset}/syncnet.pt
+    p:              SyncParams = SyncParams(),  # params.yaml `sync` (resolved for the dataset)
+    seed:           int = 0,              # base seed; rank r uses seed + r for torch, the data stream is shared
+    tracking:       dict | None = None,   # params.yaml `tracking`: mlflow on/off, uri, experiment
+    config:         dict | None = None,   # the resolved params to write to config.yaml (default: p)
+    tags:           dict | None = None,   # extra MLflow tags (dataset, rule)
+    device:         str | None = None,    # default: cuda:LOCAL_RANK when available, else cpu
+    stop_at:        int | None = None,    # stop with a checkpoint after this step (tests, time slices)
+) -> dict:
+    """Train the sync expert; returns the held-out metrics. To resume, run the same command again."""
+    from g4g.models.sync_expert import sync_bce
+    from g4g.train.quality import held_out_clips, sync_accuracy
+    from g4g.train.run import TrainingRun
+    from g4g.train.tracking import data_hash, git_info
+    from g4g.utils import write_json
+
+    d = dist.init(device)
+    ck.seed_everything(seed + d.rank)
+    clips = read_clips(clips_parquet, "train", min_frames=5)
+    dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
+    fp = fingerprint(p, seed, dh, "sync")
+    tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "model": "sync_expert", **(tags or {})}
+    cfg = {**(config or {}), "sync": dataclasses.asdict(p)}  # the effective values, defaults filled in
+    run = TrainingRun(run_dir, "sync_expert", {**cfg, "provenance": tags}, fp, d,
+                      ["step", "loss", "acc", "cos_in", "cos_off", "lr", "data_s", "step_s"], tags,
+                      flatten(cfg), tracking, p.keep_checkpoints, p.log_every)
+
+    expert = build_expert(p).to(d.device)
+    opt = torch.optim.Adam(expert.parameters(), lr=p.lr, betas=p.betas)
+    state, step = run.resume(), 0
+    if state is not None:
+        expert.load_state_dict(state["expert"])
+        opt.load_state_dict(state["opt"])
+        ck.set_rng_state(state["rng"])
+        step = state["step"]
+    run.start(state)
+    fmt = torch.channels_last if (d.cuda and p.channels_last) else torch.contiguous_format
+    expert = expert.to(memory_format=fmt)
+    model = dist.wrap(expert, d)
+    ds = SyncSamples(clips, p.mouth_size, seed, min_shift=p.min_shift, crop_scale=p.crop_scale,
+                     cache_frames=p.frame_cache)
+    loader = make_loader(ds, p.batch, step, p.steps, p.workers, p.prefetch, d.rank, d.world, pin_memory=d.cuda)
+    ckpt = lambda: {"expert": expert.state_dict(), "opt": opt.state_dict(), "params": dataclasses.asdict(p),
+                    "sampler": {"next_step": step, "batch": p.batch, "world": d.world}}  # noqa: E731
+    t_last = time.time()
+    with ck.Preemption() as pre:
+        for batch in loader:
+            t_data = time.time() - t_last
+            mouths = (batch["mouths"].to(d.device, non_blocking=True).float() / 255.0).contiguous(memory_format=fmt)
+            label = batch["label"].to(d.device)
+            with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16, enabled=d.cuda and p.amp):
+                cos = model(mouths, batch["A"].to(d.device, non_blocking=True))
+            loss = sync_bce(cos, label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            cos = cos.detach().float()
+            row = {"loss": loss.item(), "acc": float(((cos > 0.5).float() == label).float().mean()),
+                   "cos_in": float(cos[label == 1].mean()) if (label == 1).any() else float("nan"),
+                   "cos_off": float(cos[label == 0].mean()) if (label == 0).any() else float("nan"),
+                   "lr": p.lr, "data_s": t_data, "step_s": time.time() - t_last}
+            run.log(step, row)
+            stop = dist.any_rank(pre.requested or step == stop_at, d)
+            if step % p.checkpoint_every == 0 or step == p.steps or stop:
+                run.save(step, ckpt())
+            if stop and step < p.steps:
+                run.close("KILLED" if pre.requested else "FINISHED")
+                if pre.requested:
+                    raise ck.Preempted(pre.exit_code)
+                return {"step": step}
+            t_last = time.time()
+
+    metrics = {"step": step}
+    if d.main:
+        held = held_out_clips(clips_parquet, p.eval_clips)
+        if held:
+            metrics.update(sync_accuracy(expert, held, p.mouth_size, p.eval_windows, p.min_shift, seed, d.device))
+        from g4g.train.tracking import read_losses
+
+        tail = read_losses(run.dir / "losses.csv")
+        for k in ("loss", "acc"):
+            vals = [v for v in tail.get(k, [])[-max(1, p.log_every):] if v == v]
+            metrics[f"train_{k}"] = float(np.mean(vals)) if vals else float("nan")
+        final = {"expert": expert.state_dict(), "params": dataclasses.asdict(p), "meta": tags, "metrics": metrics}
+        ck.save_checkpoint(out, final)
+        write_json(run.dir / "metrics.json", metrics)
+        from g4g.train.plots import training_curves
+
+        curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", "sync expert",
+                                keys=("loss", "acc", "cos_in", "cos_off"))
+        run.artifact(curve)
+        run.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+        run.artifact(run.dir / "metrics.json")
+        run.artifact(run.dir / "losses.csv")
+        run.artifact(out, "model")
+        log.info("sync expert: %s", metrics)
+    run.close()
+    dist.barrier(d)
+    dist.shutdown(d)
+    return metrics

@@ -1,0 +1,169 @@
+"""Evaluation: the own-SyncNet LSE adapter, chunked LSE, scoring a folder of videos, the tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_video
+
+
+@pytest.fixture(scope="module")
+def expert_checkpoint(tmp_path_factory):
+    """A randomly initialised demo-size sync expert saved as train_sync saves it."""
+    import torch
+
+    from g4g.train.params import SyncParams
+    from g4g.train.sync import build_expert
+
+    torch.manual_seed(0)
+    p = SyncParams(width=0.25, mouth_size=64)
+    path = tmp_path_factory.mktemp("sync") / "syncnet.pt"
+    torch.save({"expert": build_expert(p).state_dict(), "params": dataclasses.asdict(p)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """One prepared test clip (what results/{dataset}/ holds after `prepare`), built directly from a video:
+    a resampled table, a frame shard with 416 x 320 crops under a fixed crop transform, clips.parquet."""
+    from g4g.data.crops import box_to_affine, warp_crop
+    from g4g.data.prepare import CLIPS_SCHEMA, RESAMPLED_SCHEMA
+    from g4g.data.shards import FrameShardWriter, write_table
+    from g4g.io.audio import load_audio
+    from g4g.io.video import decode_all, frame_times, resample_index
+
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "raw").mkdir()
+    video = make_video(root / "raw" / "c0.mp4", n=30, size=(160, 128))
+    idx = resample_index(frame_times(video), 25.0)
+    frames, T = decode_all(video, idx), len(idx)
+    A = box_to_affine(np.repeat([[30.0, 0.0, 130.0, 130.0]], T, axis=0))
+    audio = load_audio(video)
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    write_table(root / "resampled" / "s0000.parquet", pa.Table.from_pylist([{
+        "clip_id": "c0", "path": str(video), "split": "test", "src_fps": 25.0, "variable_rate": False, "rotation": 0,
+        "width": 160, "height": 128, "n_frames": T, "index_map": idx.tolist(), "audio_pcm16": pcm.tobytes(),
+        "audio_seconds": len(audio) / 16000, "audio_dbfs": -10.0, "audio_silent": False}], schema=RESAMPLED_SCHEMA))
+    lmk = np.zeros((T, 136), np.float32)
+    shard = root / "shards" / "s0000.frames.parquet"
+    with FrameShardWriter(shard) as w:
+        w.write_clip({"clip_id": ["c0"] * T, "frame": np.arange(T, dtype=np.int32), "src_frame": idx,
+                      "landmarks": list(lmk), "landmarks_raw": list(lmk), "crop_landmarks": list(lmk),
+                      "detected": [True] * T, "interpolated": [False] * T, "n_faces": [1] * T,
+                      "affine": list(A.reshape(T, 6).astype(np.float32)), "box_outside": [False] * T,
+                      "image": [_jpeg(warp_crop(f, a)) for f, a in zip(frames, A)]})
+    write_table(root / "clips.parquet", pa.Table.from_pylist([{
+        "clip_id": "c0", "split": "test", "shard": "s0000", "n_frames": T, "frames_path": str(shard),
+        "mels_path": ""}], schema=CLIPS_SCHEMA))
+    return {"root": root, "video": video, "clips": str(root / "clips.parquet"),
+            "resampled": [str(root / "resampled" / "s0000.parquet")]}
+
+
+def _jpeg(img):
+    from g4g.data.shards import encode_image
+
+    return encode_image(img, "jpeg", 95)
+
+
+# ------------------------------------------------------------------------------------------ LSE adapter
+def test_own_syncnet_adapter_shapes_and_offset_search(expert_checkpoint):
+    import torch
+
+    from g4g.evaluate.own_syncnet import OwnSyncNet
+    from g4g.evaluate.protocol import ChunkedLSE
+    from g4g.metrics.lse import lse
+
+    torch.set_num_threads(1)
+    net = OwnSyncNet(expert_checkpoint, "cpu")
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (24, 416, 320, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    video = net.prepare_video(frames)
+    assert video.shape == (24, 3, 128, 128)
+    v = net.video_batch(video, [0, 3, 19])
+    a = net.audio_batch(net.prepare_audio(audio), [0, 3, 19])
+    assert v.shape == (3, 15, 128, 128) and a.shape == (3, 1, 80, 16)
+    lip, aud = net.forward_lip(v), net.forward_aud(a)
+    emb = net.expert.visual.net[-2].out_channels  # 512 x width
+    assert lip.shape == aud.shape == (3, emb) and bool((lip.norm(dim=1) <= 1 + 1e-5).all())
+    res = lse(net, frames, audio, batch_size=8)
+    assert res.n_windows == 19 and len(res.mean_dists) == 31 and -15 <= res.offset <= 15
+    assert 0 <= res.lse_d <= 2 and res.lse_c >= 0 and res.weights.startswith("surrogate: own SyncNet")
+    ch = ChunkedLSE(net, len(frames), audio, batch_size=8)
+    for s in range(0, len(frames), 7):  # windows straddling chunks give the same numbers
+        ch.feed(frames[s:s + 7], s)
+    r2 = ch.result()
+    assert r2.offset == res.offset and r2.lse_d == pytest.approx(res.lse_d, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepared, expert_checkpoint,
+                                                                          tmp_path, monkeypatch):
+    from g4g.evaluate.protocol import EvalParams
+    from g4g.evaluate.score import evaluate_method
+    from g4g.evaluate.tables import TABLE1_COLUMNS, run_tables
+
+    monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no AlexNet, Inception, SyncNet
+    ext = tmp_path / "wav2lip"
+    ext.mkdir()
+    shutil.copy(prepared["video"], ext / "c0.mp4")  # an "external method" that returns the source
+    p = EvalParams(allow_surrogates=True, chunk_frames=8, strip_frames=2)
+    out = {}
+    for method, folder in (("wav2lip", ext), ("empty", tmp_path / "nothing")):
+        out[method] = evaluate_method("demo", method, prepared["clips"], prepared["resampled"], str(folder),
+                                      str(tmp_path / "m" / method), str(tmp_path / "m" / f"{method}.json"),
+                                      str(tmp_path / "m" / f"{method}.png"), p, syncnet=str(expert_checkpoint),
+                                      tracking={"mlflow": False}, progress=False)
+    s = out["wav2lip"]
+    assert s["n_videos"] == 1 and s["n_frames"] == 30
+    assert s["metrics"]["PSNR"] > 35 and s["metrics"]["SSIM"] > 0.95  # the stored crops, re-cut: JPEG loss only
+    assert "PSNR (full frame)" in s["metrics"] and "LSE-C (own SyncNet)" in s["metrics"]
+    assert not {"LPIPS", "FID", "LSE-D", "LSE-C"} & set(s["metrics"])
+    notes = " ".join(s["notes"])
+    assert "LPIPS empty: missing pretrained weights 'alexnet'" in notes and "FID empty" in notes
+    assert s["weights"]["LSE (own SyncNet)"].startswith("surrogate: own SyncNet")
+    frames = pq.read_table(tmp_path / "m" / "wav2lip" / "c0.parquet")
+    assert frames.num_rows == 30 and {"psnr", "ssim", "mse", "sync_dist_own"} <= set(frames.column_names)
+    assert json.loads(frames.schema.metadata[b"g4g_clip"])["clip_id"] == "c0"
+    assert out["empty"]["n_videos"] == 0 and "no video" in " ".join(out["empty"]["notes"])
+
+    rows1, _ = run_tables([str(tmp_path / "m" / "wav2lip.json")], ["demo"], ["wav2lip"], ["g4g"],
+                          str(tmp_path / "table1.csv"), str(tmp_path / "table2.csv"),
+                          str(tmp_path / "metrics"), str(tmp_path / "figures"))
+    import csv
+
+    table = list(csv.DictReader(open(tmp_path / "table1.csv")))
+    assert tuple(table[0]) == TABLE1_COLUMNS
+    ours = table[0]
+    assert (ours["dataset"], ours["method"], ours["source"]) == ("demo", "wav2lip", "this run")
+    assert float(ours["PSNR"]) > 35 and ours["LPIPS"] == "" and ours["FID"] == "" and ours["LSE-C"] == ""
+    assert "LPIPS empty" in ours["notes"] and "surrogate: own SyncNet" in ours["weights used"]
+    assert json.loads((tmp_path / "metrics" / "demo" / "summary.json").read_text())["wav2lip"]["psnr"] > 35
+    assert (tmp_path / "figures" / "demo" / "psnr.png").exists()
+
+
+def test_tables_hold_the_papers_rows_labelled(tmp_path):
+    from g4g.evaluate import paper
+    from g4g.evaluate.tables import make_tables, write_markdown, TABLE2_COLUMNS
+
+    ours = {"dataset": "demo", "method": "g4g", "n_videos": 3, "n_frames": 309, "metrics": {"PSNR": 25.0},
+            "weights": {}, "notes": []}
+    rows1, rows2 = make_tables([ours], ["demo"], ["g4g"], ["g4g"])
+    published = [r for r in rows1 if r["source"] == "paper"]
+    assert len(published) == 10 and {r["dataset"] for r in published} == {"hdtf", "lrs2"}
+    g4g_hdtf = next(r for r in published if r["method"] == "g4g" and r["dataset"] == "hdtf")
+    assert g4g_hdtf["metrics"]["PSNR"] == 27.5560 and g4g_hdtf["metrics"]["LSE-C"] == 7.3381
+    assert all(r["notes"] == paper.NOTE for r in published)
+    assert rows1[0]["source"] == "this run" and rows2[0]["variant"] == "full"
+    assert [r["variant"] for r in rows2 if r["source"] == "paper"] == [
+        "w/o alignment", "w/o supervision", "w/o fusion", "full"]
+    write_markdown(rows2, TABLE2_COLUMNS, tmp_path / "t2.md", "Table 2")
+    md = (tmp_path / "t2.md").read_text()
+    assert "| hdtf | g4g_wo_fusion | w/o fusion | paper | 25.7960 |" in md

@@ -1,0 +1,140 @@
+"""Inference: paste-back, the ping-pong timeline, chunked frame access, lip-sync of a real clip, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import ffmpeg, make_video
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised demo-size generator saved as training saves it (what load_generator reads)."""
+    import torch
+
+    from g4g.models.g4g import build_generator
+
+    torch.manual_seed(0)
+    G = build_generator("demo")
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save({"generator": G.state_dict(), "config": dataclasses.asdict(G.cfg), "variant": "full"}, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def test_paste_back_of_the_input_crop_reproduces_the_frame():
+    import cv2
+    from skimage import data
+
+    from g4g.data.crops import box_to_affine, warp_crop
+    from g4g.infer.paste import feather_alpha, footprint, paste_face
+
+    frame = cv2.resize(data.astronaut(), (960, 720), interpolation=cv2.INTER_AREA)
+    A = box_to_affine(np.array([[300.0, 100.0, 300 + 320 * 1.1, 100 + 416 * 1.1]]))[0]
+    out = paste_face(frame, warp_crop(frame, A), A, feather=16)
+    x0, y0, x1, y1 = footprint(A, frame.shape[:2])
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(out[outside], frame[outside])  # untouched, bit for bit
+    alpha = np.zeros(frame.shape[:2], np.float32)
+    alpha[y0:y1, x0:x1] = feather_alpha(A, (x0, y0, x1, y1), 16)
+    keep = (alpha == 0) | (alpha == 1)  # everything but the feathered edge
+    err = np.mean((out[keep].astype(float) - frame[keep]) ** 2)
+    assert 10 * np.log10(255 ** 2 / err) > 40
+    # a face at the demo model size lands in the same place (resampling only)
+    small = cv2.resize(warp_crop(frame, A), (80, 104), interpolation=cv2.INTER_AREA)
+    assert np.abs(paste_face(frame, small, A).astype(float) - frame).mean() < 4
+
+
+def test_pingpong_plays_forward_then_backward_and_trims():
+    from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
+
+    assert pingpong_index(4, 11).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
+    assert pingpong_index(5, 3).tolist() == [0, 1, 2]  # shorter audio: trimmed
+    assert pingpong_index(1, 3).tolist() == [0, 0, 0]
+    idx = pingpong_index(125, 190)
+    assert idx.max() == 124 and np.all(np.abs(np.diff(idx)) == 1)  # never a jump cut
+    assert n_output_frames(int(7.616125 * 16000)) == 190
+    assert reference_frames(100).tolist() == [0, 25, 50, 74, 99]
+
+
+def test_chunk_reader_serves_any_order_like_a_full_decode(tmp_path):
+    from g4g.infer.frames import ChunkReader
+    from g4g.infer.timeline import pingpong_index
+    from g4g.io.video import decode_all, frame_times, resample_index
+
+    v = make_video(tmp_path / "v.mp4", n=40, size=(64, 48), fps=30, extra=("-g", "12"))
+    idx = resample_index(frame_times(v), 25.0)
+    full = decode_all(v, idx)
+    order = pingpong_index(len(idx), 3 * len(idx))
+    with ChunkReader(v, idx, cache_frames=8) as r:
+        for c in range(0, len(order), 8):
+            for k, img in zip(order[c:c + 8], r.get(order[c:c + 8])):
+                assert np.array_equal(img, full[k])
+        assert r.decoded < 3 * len(order)  # backward chunks reuse what the seek decoded
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_lipsync_real_clip_pingpong_gives_playable_mp4_of_audio_length(real_dir, tiny_checkpoint, tmp_path):
+    import torch
+
+    from g4g.infer.lipsync import LipsyncParams, lipsync
+    from g4g.io.audio import load_audio
+    from g4g.io.video import decode_all, probe
+
+    torch.set_num_threads(1)
+    out = tmp_path / "out.mp4"
+    stats = lipsync(real_dir / "face_a.mp4", real_dir / "speech_16k.wav", tiny_checkpoint, out,
+                    LipsyncParams(batch_size=16, chunk_frames=32), progress=False)
+    audio_s = len(load_audio(real_dir / "speech_16k.wav")) / 16000
+    assert stats["pingpong"] and stats["audio_seconds"] > 7 and stats["video_frames"] == 125
+    info = probe(out)
+    assert info.has_audio and info.fps == pytest.approx(25, abs=0.01)
+    assert abs(info.n_frames / 25 - audio_s) <= 1 / 25
+    assert abs(info.duration - audio_s) <= 1 / 25
+    assert len(load_audio(out)) / 16000 == pytest.approx(audio_s, abs=0.05)
+    src = probe(real_dir / "face_a.mp4")
+    frame = decode_all(out, np.array([0]))[0]
+    assert frame.shape == (src.height, src.width, 3)
+
+
+def test_bad_inputs_raise_clear_reasons(tmp_path, tiny_checkpoint):
+    from g4g.infer.lipsync import lipsync
+    from g4g.rejects import ClipError
+
+    no_face = make_video(tmp_path / "pattern.mp4", n=10, size=(64, 48))
+    mute = make_video(tmp_path / "mute.mp4", n=10, size=(64, 48), audio=None)
+    silent = make_video(tmp_path / "silent.mp4", n=10, size=(64, 48), audio="silence")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
+    cases = [(no_face, no_face, "no face"), (no_face, mute, "no audio stream"), (no_face, silent, "silent"),
+             (corrupt, no_face, "cannot open")]
+    for video, audio, reason in cases:
+        with pytest.raises(ClipError, match=reason):
+            lipsync(video, audio, tiny_checkpoint, tmp_path / "o.mp4", progress=False)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_failing_clip_becomes_a_rejects_row(tmp_path):
+    import pyarrow.parquet as pq
+
+    from g4g.infer.testset import TestClip, run_clips
+    from g4g.rejects import ClipError
+
+    clips = [TestClip(c, 5, "", f"{c}.mp4", np.arange(5), np.zeros(3200, np.float32), 64, 48) for c in ("a", "b")]
+
+    def render(clip, path):
+        if clip.clip_id == "a":
+            raise ClipError("no face detected in any of the 5 frames")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", "-pix_fmt", "yuv420p", str(path))
+        return 5
+
+    rows = run_clips(clips, render, tmp_path / "v", tmp_path / "index.parquet", tmp_path / "rejects.parquet", "infer")
+    assert [r["status"] for r in rows] == ["rejected", "ok"]
+    rej = pq.read_table(tmp_path / "rejects.parquet").to_pylist()
+    assert rej == [{"clip_id": "a", "stage": "infer", "reason": "no face detected in any of the 5 frames",
+                    "path": "a.mp4"}]
+    assert (tmp_path / "v" / "b.mp4").exists() and not (tmp_path / "v" / "a.mp4").exists()

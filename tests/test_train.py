@@ -1,0 +1,320 @@
+"""Training: samplers, resume equivalence, checkpoints, preemption, learning checks, missing weights.
+
+Everything runs on a tiny synthetic dataset written here (a drawn face whose mouth opening follows a
+band of the mel spectrogram), at the smallest scale (face 104 x 80) and a small width.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from g4g.data.mels import audio_window
+from g4g.train.params import ModelParams, SyncParams, TrainParams
+
+N_FRAMES, TRAIN_CLIPS, TEST_CLIPS = 40, 4, 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic data: 416 x 320 crops, 68 landmarks, mels, clips.parquet
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """clips.parquet of 4 train + 2 test clips of 40 frames, in two shards (g4g.train.synthetic)."""
+    from g4g.train.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("synth"), N_FRAMES, TRAIN_CLIPS, TEST_CLIPS)
+
+
+SMALL = ModelParams(size="demo", width=0.125)
+
+
+def tiny_train(**kw) -> TrainParams:
+    base = dict(stages=[dict(mode="frame", scale=64, steps=4, batch=2, gan=True),
+                        dict(mode="clip", scale=64, steps=2, batch=1)],
+                lr=1e-3, allow_no_perceptual=True, workers=0, checkpoint_every=2, sample_every=3,
+                log_every=1, eval_frames=4, crop_scale=(1.05, 1.15))
+    return TrainParams(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def expert_file(tmp_path_factory):
+    """An (untrained) sync expert file in train_sync's format, for the clip stage."""
+    from g4g.train.checkpoint import save_checkpoint
+    from g4g.train.sync import build_expert
+
+    p = SyncParams(width=0.125, mouth_size=64)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("expert") / "syncnet.pt"
+    save_checkpoint(path, {"expert": build_expert(p).state_dict(), "params": dataclasses.asdict(p)})
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Samplers
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T", [1, 5])
+def test_sampler_shapes_and_constraints(synth, T):
+    from g4g.data.shards import MelReader
+    from g4g.train.data import G4GSamples, IndexStream, read_clips
+
+    clips = read_clips(str(synth))
+    cfg = SMALL.g4g_config("full", 64)
+    ds = G4GSamples(clips, cfg, T, seed=3, n_hard_negatives=2)
+    for i in range(12):
+        s = ds[i]
+        assert s["I_t"].shape == (T, 3, 104, 80) and s["I_t"].dtype == torch.uint8
+        assert s["I_r"].shape == (15, 104, 80) and s["A"].shape == (T, 1, 80, 16)
+        assert s["A_neg"].shape == (T, 2, 1, 80, 16) and s["lmk"].shape == (T, 68, 2)
+        assert s["M"].shape == (T, 1, 104, 80) and round(float(s["mask_scale"][0]), 3) in (0.8, 1.0, 1.2)
+        assert 1.0 <= float(s["zoom"]) < 1.15 / 1.05
+        frames, refs = s["frames"].numpy(), s["refs"].numpy()
+        assert np.all(np.diff(frames) == 1) and len(set(s["clip"].tolist())) == 1  # consecutive, one clip
+        assert np.abs(refs[:, None] - frames[None, :]).min() >= 5  # references >= 5 frames away
+        clip = clips[int(s["clip"][0])]
+        mel = MelReader(clip.mels_path).mel(clip.clip_id)
+        for k, t in enumerate(frames):  # the audio window of each target frame
+            np.testing.assert_array_equal(s["A"][k, 0].numpy(), audio_window(mel, int(t)))
+        torch.testing.assert_close(ds[i]["I_r"], s["I_r"])  # a pure function of the index
+    straight = [b for b in IndexStream(4, 0, 6, rank=1, world=2)]
+    assert [b for b in IndexStream(4, 3, 6, rank=1, world=2)] == straight[3:]  # resume = same stream
+
+
+def test_sync_samples(synth):
+    from g4g.train.data import read_clips
+    from g4g.train.sync import SyncSamples
+
+    ds = SyncSamples(read_clips(str(synth)), mouth_size=64, seed=1)
+    labels = []
+    for i in range(40):
+        s = ds[i]
+        assert s["mouths"].shape == (15, 64, 64) and s["A"].shape == (1, 80, 16)
+        assert (s["label"] == 1) == (s["shift"] == 0) and (s["shift"] == 0 or abs(int(s["shift"])) >= 5)
+        labels.append(float(s["label"]))
+    assert 0.25 < np.mean(labels) < 0.75
+
+
+def test_params_resolve_demo_overrides():
+    from g4g.config import ROOT, load, section
+    from g4g.train.commands import load_params
+    from g4g.train.params import deep_merge, resolve
+
+    assert deep_merge({"a": {"b": 1, "c": [1]}, "d": 2}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}, "d": 2}
+    cfg = load()
+    demo, paper = resolve(cfg, "demo"), resolve(cfg, "hdtf")
+    assert demo["model"]["size"] == "demo" and paper["model"]["size"] == "paper"
+    assert section(TrainParams, paper["train"]).weights["lambda_con"] == 5.0
+    assert section(TrainParams, demo["train"]).allow_no_perceptual
+    assert not section(TrainParams, paper["train"]).allow_no_perceptual
+    assert load_params(str(ROOT / "params.yaml"), "demo") == demo
+    assert load_params(json.dumps({"train": {"lr": 1e-05}}), "demo") == {"train": {"lr": 1e-05}}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints and preemption
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
+    from g4g.train import checkpoint as ck
+
+    ck.save_checkpoint(ck.checkpoint_path(tmp_path, 1), {"step": 1, "w": torch.ones(3)})
+
+    def dies_half_way(obj, f, *a, **kw):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # as if killed while writing
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(ck.checkpoint_path(tmp_path, 2), {"step": 2})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-00000001.pt"]  # no partial file, no temp left
+    assert ck.load_latest(tmp_path)["step"] == 1
+    ck.checkpoint_path(tmp_path, 3).write_bytes(b"truncated by a non-atomic copy")
+    assert ck.load_latest(tmp_path)["step"] == 1  # an unreadable newest file falls back to the previous
+    ck.save_checkpoint(ck.checkpoint_path(tmp_path, 4), {"step": 4})
+    ck.prune(tmp_path, keep=2)
+    assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [3, 4]
+
+
+def test_tracking_without_mlflow(monkeypatch, tmp_path):
+    """Where mlflow is not importable (GPU machines) the tracker is a silent no-op; the CSV still works."""
+    from g4g.train.tracking import LossLog, Tracker, read_losses
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    t = Tracker(enabled=True)
+    assert t.start("x", {"a": "1"}, {"b": "2"}) is None and not t.active
+    t.log_metrics(1, {"loss": 1.0})
+    t.flush()
+    t.end()
+    log = LossLog(tmp_path / "l.csv", ["step", "loss"])
+    log.write({"step": 1, "loss": 0.5})
+    log.close()
+    log = LossLog(tmp_path / "l.csv", ["step", "loss"], resume_step=0)  # a resume before step 1 drops it
+    log.close()
+    assert read_losses(tmp_path / "l.csv") == {}
+
+
+def test_preemption_handler_sets_flag():
+    from g4g.train.checkpoint import Preemption
+
+    with Preemption() as pre:
+        assert not pre.requested
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert pre.requested and pre.exit_code == 128 + signal.SIGUSR1
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_sigterm_saves_checkpoint_and_rerun_resumes(synth, tmp_path):
+    """A training process that receives SIGTERM saves a checkpoint, exits 143; the same command resumes."""
+    params = {"sync": {"steps": 500, "batch": 4, "width": 0.125, "mouth_size": 64, "workers": 0,
+                       "checkpoint_every": 1000, "log_every": 1, "eval_windows": 4}, "seed": 0}
+    out = tmp_path / "syncnet.pt"
+    cmd = [sys.executable, "-m", "g4g.train.commands", "train-sync", "--dataset", "synth", "--clips", str(synth),
+           "--params", json.dumps(params), "--out", str(out), "--tracking", '{"mlflow": false}']
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    losses = tmp_path / "syncnet" / "losses.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not losses.exists() or len(losses.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, log
+    from g4g.train.checkpoint import list_checkpoints
+
+    (fp_dir,) = (tmp_path / "syncnet" / "checkpoints").iterdir()
+    (step, _), = list_checkpoints(fp_dir)
+    assert 2 <= step < 500 and not out.exists()
+    rerun = subprocess.run(cmd + ["--stop-at", str(step + 1)], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"from {fp_dir}" in rerun.stderr and f"(step {step})" in rerun.stderr
+    assert [s for s, _ in list_checkpoints(fp_dir)][-1] == step + 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loops
+# ----------------------------------------------------------------------------------------------------
+
+
+def _rows(path):
+    import csv
+
+    skip = {"data_s", "step_s", "samples_s"}
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items() if v != "" and k not in skip} for r in csv.DictReader(f)]
+
+
+def test_resume_equals_straight_run(synth, expert_file, tmp_path):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps (frame stage then clip stage, GAN, sync)."""
+    from g4g.train.checkpoint import load_latest
+    from g4g.train.loop import training_loop
+
+    kw = dict(variant="full", model=SMALL, train=tiny_train(), syncnet=str(expert_file), seed=0)
+    m_a = training_loop(str(synth), tmp_path / "a", tmp_path / "a" / "model.pt", tracking={"mlflow": False}, **kw)
+    mlflow_cfg = {"mlflow": True, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"}
+    assert training_loop(str(synth), tmp_path / "b", tmp_path / "b" / "model.pt", tracking=mlflow_cfg,
+                         tags={"snakemake_rule": "train"}, stop_at=3, **kw) == {"step": 3}
+    assert not (tmp_path / "b" / "model.pt").exists()
+    m_b = training_loop(str(synth), tmp_path / "b", tmp_path / "b" / "model.pt", tracking=mlflow_cfg,
+                        tags={"snakemake_rule": "train"}, **kw)
+    rows_a, rows_b = _rows(tmp_path / "a" / "losses.csv"), _rows(tmp_path / "b" / "losses.csv")
+    assert [r["step"] for r in rows_b] == list(range(1, 7)) and rows_a[-1]["L_sync"] > 0
+    for ra, rb in zip(rows_a, rows_b):
+        assert ra.keys() == rb.keys()
+        assert torch.allclose(torch.tensor(list(ra.values())), torch.tensor(list(rb.values())), rtol=1e-5), (ra, rb)
+    g_a = torch.load(tmp_path / "a" / "model.pt", weights_only=False)
+    g_b = torch.load(tmp_path / "b" / "model.pt", weights_only=False)
+    for k, v in g_a["generator"].items():
+        assert torch.allclose(v.float(), g_b["generator"][k].float(), atol=1e-6), k
+    assert m_a["psnr_model"] == pytest.approx(m_b["psnr_model"], abs=1e-4)
+    # every output of a run without VGG weights says so
+    assert g_b["meta"]["perceptual"] == "off (no VGG weights)"
+    assert "off (no VGG weights)" in (tmp_path / "b" / "config.yaml").read_text()
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["perceptual"] == "off (no VGG weights)"
+    assert load_latest(next((tmp_path / "b" / "checkpoints").iterdir()))["meta"]["perceptual"].startswith("off")
+    assert (tmp_path / "b" / "samples.png").exists() and (tmp_path / "b" / "curve.png").exists()
+    # one MLflow run across the restart, with params, tags, batched metrics and artefacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_cfg["uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.data.tags["perceptual"] == "off (no VGG weights)" and run.data.tags["variant"] == "full"
+    assert run.data.tags["snakemake_rule"] == "train" and len(run.data.tags["git_commit"]) >= 7
+    assert run.data.params["train.lr"] == "0.001" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "L_r")] == list(range(1, 7))
+    assert {"psnr_model", "psnr_mean_face_paste", "psnr_reference_paste"} <= set(run.data.metrics)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "samples", "model"} <= arts
+
+
+def test_missing_vgg_weights_is_a_clear_error(synth, tmp_path, monkeypatch, capsys):
+    from g4g.train.commands import main
+    from g4g.train.loop import perceptual_term
+    from g4g.weights import WeightsError
+
+    monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "empty"))
+    with pytest.raises(WeightsError, match="vgg19-dcbb9e9d.pth") as e:
+        perceptual_term(allow_missing=False)
+    assert "allow_no_perceptual" in str(e.value) and str(tmp_path / "empty") in str(e.value)
+    assert perceptual_term(allow_missing=True) == (None, "off (no VGG weights)")
+    params = json.dumps({"model": {"size": "demo"}, "train": {"allow_no_perceptual": False}})
+    rc = main(["train", "--dataset", "synth", "--clips", str(synth), "--params", params,
+               "--out", str(tmp_path / "m" / "model.pt"), "--tracking", '{"mlflow": false}'])
+    assert rc == 2 and "vgg19-dcbb9e9d.pth" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_sync_expert_learns(synth, tmp_path):
+    from g4g.train.sync import load_sync_expert, train_sync
+
+    p = SyncParams(steps=60, batch=16, lr=1e-3, width=0.125, mouth_size=64, workers=0, frame_cache=2000,
+                   checkpoint_every=1000, log_every=20, eval_windows=36)
+    m = train_sync(str(synth), str(tmp_path / "sync"), str(tmp_path / "syncnet.pt"), p, tracking={"mlflow": False})
+    assert m["sync_eval_pairs"] == TEST_CLIPS * 36
+    assert m["sync_acc"] > 0.7 and m["sync_pair_acc"] > 0.75, m  # chance: 0.5
+    expert, state = load_sync_expert(tmp_path / "syncnet.pt")
+    assert not expert.training and not any(q.requires_grad for q in expert.parameters())
+    assert state["metrics"]["sync_acc"] == m["sync_acc"]
+
+
+def test_generator_overfits_a_few_frames(synth):
+    """On 2 fixed frames the masked-region L1 falls well below that of copying a reference frame."""
+    from torch.utils.data import default_collate
+
+    from g4g.losses import LossWeights, generator_losses
+    from g4g.models.g4g import G4G
+    from g4g.train.data import G4GSamples, device_batch, read_clips
+
+    torch.manual_seed(0)
+    cfg = SMALL.g4g_config("full", 64)
+    ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
+    b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
+    G = G4G(cfg)
+    opt = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    w = LossWeights(lambda_v=0, lambda_con=0)
+    m = b["M"]
+    masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))  # noqa: E731
+    for _ in range(120):
+        out = G(b)
+        loss = generator_losses(out, b["I_t"], w)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = G(b)
+    l1_ref = masked_l1(b["I_r"][:, :3])
+    assert masked_l1(out["I_out"]) < 0.4 * l1_ref, (masked_l1(out["I_out"]), l1_ref)

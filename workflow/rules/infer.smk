@@ -1,0 +1,65 @@
+# Phase 5: inference in the reconstruction setting (each test clip driven by its own audio) with every
+# trained variant, and the baseline videos of table 1 rendered the same way (composite + feathered paste).
+# Each job writes one folder of {clip}.mp4 plus an index (a failed clip is a row with its reason).
+from g4g.evaluate.wiring import infer_params, methods
+from g4g.infer.testset import VARIANT_OF_METHOD
+
+METHODS = methods(config)
+
+
+rule infer:
+    input:
+        clips=rules.prepare.output.clips,
+        resampled=per_shard(rules.resample.output.table),
+        frames=per_shard(rules.crops.output.frames),
+        model=lambda w: expand(rules.train.output.model, dataset=w.dataset, variant=VARIANT_OF_METHOD[w.method]),
+    output:
+        videos=directory("results/videos/{dataset}/{method}"),
+        index="results/videos/{dataset}/{method}.index.parquet",
+        rejects="results/{dataset}/rejects/infer/{method}.parquet",
+    wildcard_constraints:
+        method="|".join(METHODS["model"]) or "(?!)",
+    params:
+        cfg=lambda w: as_json(infer_params(config, w.dataset)),
+    conda:
+        ENV
+    log:
+        "logs/{dataset}/infer/{method}.log",
+    benchmark:
+        "benchmarks/{dataset}/infer/{method}.tsv"
+    threads: config["infer"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    shell:
+        "g4g infer --clips {input.clips} --resampled {input.resampled} --checkpoint {input.model}"
+        " --params {params.cfg} --out {output.videos} --index {output.index} --rejects {output.rejects}"
+        " --threads {threads} --log {log}"
+
+
+rule reference_videos:
+    input:
+        clips=rules.prepare.output.clips,
+        resampled=per_shard(rules.resample.output.table),
+        frames=per_shard(rules.crops.output.frames),
+    output:
+        videos=directory("results/videos/{dataset}/{method}"),
+        index="results/videos/{dataset}/{method}.index.parquet",
+        rejects="results/{dataset}/rejects/infer/{method}.parquet",
+    wildcard_constraints:
+        method="|".join(METHODS["baselines"]) or "(?!)",
+    params:
+        cfg=lambda w: as_json(infer_params(config, w.dataset)),
+    conda:
+        ENV
+    log:
+        "logs/{dataset}/infer/{method}.log",
+    benchmark:
+        "benchmarks/{dataset}/infer/{method}.tsv"
+    threads: config["infer"]["threads"]
+    resources:
+        mem_mb=4000,
+    shell:
+        "g4g reference-videos --kind {wildcards.method} --clips {input.clips} --resampled {input.resampled}"
+        " --params {params.cfg} --out {output.videos} --index {output.index} --rejects {output.rejects}"
+        " --threads {threads} --log {log}"

@@ -1,0 +1,34 @@
+# Phase 7: table1 / table2 (CSV + Markdown) with the paper's published rows beside ours, the DVC metrics
+# JSON, plot data and bar charts per dataset (PIPELINE.md Sec. 5).
+from g4g.evaluate.charts import CHART_METRICS, slug
+
+METRIC_SLUGS = [slug(m) for m in CHART_METRICS]
+
+
+rule tables:
+    input:
+        summaries=expand(rules.evaluate.output.summary, dataset=METHODS["datasets"],
+                         method=dict.fromkeys(METHODS["table1"] + METHODS["table2"])),
+    output:
+        table1=report("results/table1.csv", caption="../report/table.rst", category="Tables",
+                      labels={"table": "1: comparison"}),
+        table2=report("results/table2.csv", caption="../report/table.rst", category="Tables",
+                      labels={"table": "2: ablation"}),
+        markdown=["results/table1.md", "results/table2.md"],
+        metrics=expand("results/metrics/{dataset}/summary.json", dataset=METHODS["datasets"]),
+        plots=expand("results/metrics/{dataset}/plots/{metric}.csv", dataset=METHODS["datasets"],
+                     metric=METRIC_SLUGS),
+        charts=report(expand("results/figures/{dataset}/{metric}.png", dataset=METHODS["datasets"],
+                             metric=METRIC_SLUGS), caption="../report/charts.rst", category="Metrics"),
+    params:
+        datasets=METHODS["datasets"],
+        table1=METHODS["table1"],
+        table2=METHODS["table2"],
+    conda:
+        ENV
+    log:
+        "logs/tables.log",
+    shell:
+        "g4g tables --summaries {input.summaries} --datasets {params.datasets}"
+        " --table1-methods {params.table1} --table2-methods {params.table2}"
+        " --table1 {output.table1} --table2 {output.table2} --log {log}"

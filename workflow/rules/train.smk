@@ -1,0 +1,92 @@
+# Phase 4: training. The lip-sync expert first (frozen afterwards), then one G4G model per variant.
+# Both commands resume from their latest checkpoint when rerun (a killed or time-limited job continues):
+# the checkpoints/ folder is not an output, so Snakemake never deletes it.
+from pathlib import Path
+
+from g4g.train.params import resolve
+
+VARIANTS = config["variants"]
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+
+
+def train_cfg(dataset, *sections):
+    """params.yaml sections for a dataset, its `overrides` merged (g4g.train.params.resolve), as JSON."""
+    r = resolve(config, dataset)
+    return as_json({k: r[k] for k in sections if k in r})
+
+
+def launcher(resources):
+    """`g4g`, or torchrun over the job's GPUs when it has several (DDP; rank 0 logs and saves). The GPU
+    count is `gpu`, or N of a `gres` "gpu:N" / "gpu:model:N" (the SLURM profile may use either)."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    gres = [g.split(":") for g in str(resources.get("gres", "") or "").split(",") if g.strip().startswith("gpu")]
+    if not gpus and gres and gres[0][-1].isdigit():
+        gpus = int(gres[0][-1])
+    return f"torchrun --standalone --nproc_per_node {gpus} -m g4g" if gpus > 1 else "g4g"
+
+
+rule train_sync:
+    input:
+        clips=rules.prepare.output.clips,
+    output:
+        model="results/models/{dataset}/syncnet.pt",
+        metrics="results/models/{dataset}/syncnet/metrics.json",
+        losses="results/models/{dataset}/syncnet/losses.csv",
+        config="results/models/{dataset}/syncnet/config.yaml",
+        curve=report("results/models/{dataset}/syncnet/curve.png", caption="../report/training.rst",
+                     category="Training", labels={"dataset": "{dataset}", "model": "sync expert",
+                                                  "figure": "training curve"}),
+    params:
+        cfg=lambda w: train_cfg(w.dataset, "sync", "seed"),
+        run_dir=lambda w, output: str(Path(output.model).with_suffix("")),
+        launch=lambda w, resources: launcher(resources),
+    log:
+        "logs/{dataset}/train/syncnet.log",
+    benchmark:
+        "benchmarks/{dataset}/train/syncnet.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    shell:
+        "{params.launch} train-sync --dataset {wildcards.dataset} --clips {input.clips}"
+        " --params {params.cfg} --out {output.model} --run-dir {params.run_dir} --rule {rule}"
+        " --threads {threads} --log {log}"
+
+
+rule train:
+    input:
+        clips=rules.prepare.output.clips,
+        syncnet=rules.train_sync.output.model,
+    output:
+        model="results/models/{dataset}/{variant}/model.pt",
+        metrics="results/models/{dataset}/{variant}/metrics.json",
+        losses="results/models/{dataset}/{variant}/losses.csv",
+        config="results/models/{dataset}/{variant}/config.yaml",
+        curve=report("results/models/{dataset}/{variant}/curve.png", caption="../report/training.rst",
+                     category="Training", labels={"dataset": "{dataset}", "model": "G4G {variant}",
+                                                  "figure": "training curve"}),
+        samples=report("results/models/{dataset}/{variant}/samples.png", caption="../report/samples.rst",
+                       category="Training", labels={"dataset": "{dataset}", "model": "G4G {variant}",
+                                                    "figure": "samples"}),
+    params:
+        cfg=lambda w: train_cfg(w.dataset, "model", "train", "seed"),
+        launch=lambda w, resources: launcher(resources),
+    log:
+        "logs/{dataset}/train/{variant}.log",
+    benchmark:
+        "benchmarks/{dataset}/train/{variant}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=3 * 24 * 60,
+    shell:
+        "{params.launch} train --dataset {wildcards.dataset} --variant {wildcards.variant}"
+        " --clips {input.clips} --syncnet {input.syncnet} --params {params.cfg} --out {output.model}"
+        " --rule {rule} --threads {threads} --log {log}"
+
