@@ -14,6 +14,7 @@ validate(config, "workflow/schemas/params.schema.yaml")
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     shard=r"s\d{4}",
+    variant="|".join(config["variants"]),
 
 
 include: "workflow/rules/common.smk"

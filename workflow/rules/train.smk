@@ -1,33 +1,6 @@
 # Phase 4: training. The lip-sync expert first (frozen afterwards), then one G4G model per variant.
 # Both commands resume from their latest checkpoint when rerun (a killed or time-limited job continues):
 # the checkpoints/ folder is not an output, so Snakemake never deletes it.
-from pathlib import Path
-
-from g4g.train.params import resolve
-
-VARIANTS = config["variants"]
-
-
-wildcard_constraints:
-    variant="|".join(VARIANTS),
-
-
-def train_cfg(dataset, *sections):
-    """params.yaml sections for a dataset, its `overrides` merged (g4g.train.params.resolve), as JSON."""
-    r = resolve(config, dataset)
-    return as_json({k: r[k] for k in sections if k in r})
-
-
-def launcher(resources):
-    """`g4g`, or torchrun over the job's GPUs when it has several (DDP; rank 0 logs and saves). The GPU
-    count is `gpu`, or N of a `gres` "gpu:N" / "gpu:model:N" (the SLURM profile may use either)."""
-    gpus = int(resources.get("gpu", 0) or 0)
-    gres = [g.split(":") for g in str(resources.get("gres", "") or "").split(",") if g.strip().startswith("gpu")]
-    if not gpus and gres and gres[0][-1].isdigit():
-        gpus = int(gres[0][-1])
-    return f"torchrun --standalone --nproc_per_node {gpus} -m g4g" if gpus > 1 else "g4g"
-
-
 rule train_sync:
     input:
         clips=rules.prepare.output.clips,
@@ -43,6 +16,9 @@ rule train_sync:
         cfg=lambda w: train_cfg(w.dataset, "sync", "seed"),
         run_dir=lambda w, output: str(Path(output.model).with_suffix("")),
         launch=lambda w, resources: launcher(resources),
+        rule_name="train_sync",
+    conda:
+        ENV
     log:
         "logs/{dataset}/train/syncnet.log",
     benchmark:
@@ -54,7 +30,7 @@ rule train_sync:
         runtime=24 * 60,
     shell:
         "{params.launch} train-sync --dataset {wildcards.dataset} --clips {input.clips}"
-        " --params {params.cfg} --out {output.model} --run-dir {params.run_dir} --rule {rule}"
+        " --params {params.cfg} --out {output.model} --run-dir {params.run_dir} --rule {params.rule_name}"
         " --threads {threads} --log {log}"
 
 
@@ -76,6 +52,9 @@ rule train:
     params:
         cfg=lambda w: train_cfg(w.dataset, "model", "train", "seed"),
         launch=lambda w, resources: launcher(resources),
+        rule_name="train",
+    conda:
+        ENV
     log:
         "logs/{dataset}/train/{variant}.log",
     benchmark:
@@ -88,5 +67,5 @@ rule train:
     shell:
         "{params.launch} train --dataset {wildcards.dataset} --variant {wildcards.variant}"
         " --clips {input.clips} --syncnet {input.syncnet} --params {params.cfg} --out {output.model}"
-        " --rule {rule} --threads {threads} --log {log}"
+        " --rule {params.rule_name} --threads {threads} --log {log}"
 
