@@ -1,4 +1,4 @@
-# G4G pipeline: raw talking-head videos -> shards -> training (inference, evaluation: later phases).
+# G4G pipeline: raw talking-head videos -> shards -> sync expert + G4G variants -> inference -> metrics -> tables.
 # Usage: snakemake --cores 8 [target]; on a cluster add --workflow-profile profiles/slurm.
 from snakemake.utils import min_version, validate
 

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the generated 1080p clip")
     ap.add_argument("--checkpoint", help="a trained model.pt (default: random init of the demo size)")
-    ap.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads on the CPU (1: see params.yaml infer.threads)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch / OpenCV threads on the CPU (1 as params.yaml infer.threads)")
     ap.add_argument("--skip-metrics", action="store_true")
     a = ap.parse_args(argv)
     import cv2

@@ -33,7 +33,7 @@ def make_video(path: Path, n: int = 25, size=(64, 48), fps: float = 25, audio: s
     if audio == "tone":
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={n / fps}"]
     elif audio == "silence":
-        args += ["-f", "lavfi", "-i", f"anullsrc=r=44100:cl=stereo", "-t", str(n / fps)]
+        args += ["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", str(n / fps)]
     pix = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
     args += ["-c:v", vcodec, "-pix_fmt", pix, *extra]
     if vcodec == "libx265":

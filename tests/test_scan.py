@@ -1,7 +1,5 @@
 """Scan stage: clip ids, deterministic splits (paper protocols), shards, bad files in the manifest."""
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from conftest import make_video
 

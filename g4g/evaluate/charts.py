@@ -12,11 +12,14 @@ from g4g.utils import atomic_path
 # metric -> (file slug, lower is better)
 CHART_METRICS = {"PSNR": ("psnr", False), "SSIM": ("ssim", False), "LPIPS": ("lpips", True), "MSE": ("mse", True),
                  "FID": ("fid", True), "LSE-D": ("lse_d", True), "LSE-C": ("lse_c", False),
-                 "LSE-D (own SyncNet)": ("lse_d_own_syncnet", True), "LSE-C (own SyncNet)": ("lse_c_own_syncnet", False)}
+                 "LSE-D (own SyncNet)": ("lse_d_own_syncnet", True),
+                 "LSE-C (own SyncNet)": ("lse_c_own_syncnet", False)}
 
 
 def slug(metric: str) -> str:
-    return CHART_METRICS[metric][0] if metric in CHART_METRICS else re.sub(r"[^a-z0-9]+", "_", metric.lower()).strip("_")
+    if metric in CHART_METRICS:
+        return CHART_METRICS[metric][0]
+    return re.sub(r"[^a-z0-9]+", "_", metric.lower()).strip("_")
 
 
 def row_label(row: dict) -> str:

@@ -88,11 +88,16 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
             strip.append((reader.get(clip.clip_id, k, ["image"])["image"], crops[k - c0]))
     frames = {"frame": np.arange(n, dtype=np.int32), **{k: np.concatenate(v) for k, v in per.items()}}
     summary = {"clip_id": clip.clip_id, "n_frames": n, "video": str(video or clip.source), "notes": notes}
-    for col, key in zip(IMAGE + ("LPIPS",) + FULL, ("psnr", "ssim", "mse", "lpips", "psnr_full", "ssim_full", "mse_full")):
+    keys = ("psnr", "ssim", "mse", "lpips", "psnr_full", "ssim_full", "mse_full")
+    for col, key in zip(IMAGE + ("LPIPS",) + FULL, keys):
         if key in frames:
             summary[col] = float(np.mean(frames[key]))
     for cols, ch in lse.items():
-        r = ch.result(p.lse_vshift)
+        try:
+            r = ch.result(p.lse_vshift)
+        except ClipError as e:  # too short for a sync window: the image metrics still count
+            notes.append(f"{cols[0]}: {e}")
+            continue
         summary.update({cols[0]: r.lse_d, cols[1]: r.lse_c, f"{cols[0]} offset": r.offset})
         dist = np.full(n, np.nan)
         dist[:r.n_windows] = r.window_dists
@@ -182,6 +187,11 @@ def evaluate_method(dataset: str, method: str, clips_parquet: str, resampled: li
     notes = list(m.notes)
     if not image:
         notes.append("ground truth against itself: only LSE is meaningful")
+    by_note: dict[str, list[str]] = defaultdict(list)
+    for c in done:
+        for n in c["notes"]:
+            by_note[n].append(c["clip_id"])
+    notes += [f"{n} ({', '.join(ids) if len(ids) <= 3 else f'{len(ids)} clips'})" for n, ids in by_note.items()]
     if rejects:
         notes.append(f"{len(rejects)} of {len(clips)} clips not scored: " +
                      "; ".join(f"{r['clip_id']}: {r['reason']}" for r in rejects))

@@ -128,25 +128,3 @@ def register(sub) -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--rejects", required=True)
     p.set_defaults(fn=cmd_reference_videos)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m g4g.infer.commands ...`), the same as `g4g ...` once cli.py registers us."""
-    from g4g.rejects import ClipError
-    from g4g.utils import setup_logging
-    from g4g.weights import WeightsError
-
-    ap = argparse.ArgumentParser(prog="g4g")
-    register(ap.add_subparsers(dest="command", required=True))
-    a = ap.parse_args(argv)
-    setup_logging(a.log)
-    try:
-        a.fn(a)
-    except (WeightsError, ClipError, FileNotFoundError, KeyError, ValueError) as e:
-        log.error("%s", e)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -234,7 +234,7 @@ class Lipsync:
         for f in pasted:
             vw.write(f)
         t5 = time.perf_counter()
-        for k, dt in zip(("decode", "crop", "generate", "paste", "encode"), (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+        for k, dt in zip(self.timings, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):  # decode ... encode
             self.timings[k] += dt
 
 

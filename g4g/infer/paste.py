@@ -16,7 +16,8 @@ import numpy as np
 from g4g.data.crops import CROP_H, CROP_W
 
 
-def face_affine(A: np.ndarray, face_shape: tuple[int, int], crop_size: tuple[int, int] = (CROP_H, CROP_W)) -> np.ndarray:
+def face_affine(A: np.ndarray, face_shape: tuple[int, int],
+                crop_size: tuple[int, int] = (CROP_H, CROP_W)) -> np.ndarray:
     """(2, 3) source -> face pixels for a face of face_shape (h, w), from A (source -> crop pixels)."""
     k = face_shape[1] / crop_size[1]
     A = np.asarray(A, np.float64)
