@@ -2,8 +2,8 @@
 
 prep: on a generated 10 s 1920x1080 25 fps talking-head clip, decode-only frames/s (the physical
 bound of this machine), then frames/s of each preparation stage and of the whole preparation; with
---long, peak memory of the whole preparation of a 10-minute 1080p video (each stage in its own
-process, as Snakemake runs them).
+--long, peak memory of the whole preparation of a 10-minute 1080p video (all stages in one process,
+an upper bound for any one Snakemake job).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def run_stages(path: Path, workdir: Path) -> dict[str, float]:
 
     from g4g.data.landmarks import LandmarkParams
     from g4g.data.mels import MelParams
-    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_clip, landmark_clip,
-                                  mel_clip, resample_clip)
+    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_clip, landmark_arrays,
+                                  landmark_clip, mel_clip, resample_clip)
     from g4g.data.scan import scan
     from g4g.data.shards import FrameShardWriter
 
@@ -77,7 +77,7 @@ def run_stages(path: Path, workdir: Path) -> dict[str, float]:
     t = time.time()
     lm = landmark_clip(res, LandmarkParams())
     times["landmarks"] = time.time() - t
-    lm = pa.Table.from_pydict(lm, schema=LANDMARK_SCHEMA).to_pydict()
+    lm = landmark_arrays(pa.Table.from_pydict(lm, schema=LANDMARK_SCHEMA))
     t = time.time()
     with FrameShardWriter(workdir / "bench.frames.parquet") as w:
         crop_clip(res, lm, CropStageParams(), w)
@@ -111,7 +111,7 @@ def bench_prep(long: bool) -> None:
 
 def bench_memory(clip: Path, loops: int = 60) -> None:
     long = _long_clip(clip, loops)
-    print(f"\n== peak memory, {long} ({loops * 10 / 60:.0f} min 1080p), each stage in its own process ==")
+    print(f"\n== peak memory, {long} ({loops * 10 / 60:.0f} min 1080p) ==")
     code = ("import sys, resource, tempfile, json; from pathlib import Path; from g4g.bench import run_stages;"
             "t, n = run_stages(Path(sys.argv[1]), Path(tempfile.mkdtemp()));"
             "print(json.dumps({'frames': n, 'times': t, "

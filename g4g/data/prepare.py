@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from g4g.data import crops as cropgeo
 from g4g.data.mels import MelParams, melspectrogram
-from g4g.data.shards import FrameShardWriter, encode_image, mel_row, write_mels, write_table
+from g4g.data.shards import FrameShardWriter, column_array, encode_image, mel_row, write_mels, write_table
 from g4g.rejects import ClipError, Rejects, read_rejects, write_rejects
 
 log = logging.getLogger(__name__)
@@ -141,28 +141,40 @@ class CropStageParams:
     row_group_frames: int = 250
 
 
+def landmark_arrays(table: pa.Table) -> dict[str, np.ndarray]:
+    """One clip's landmarks-stage rows as numpy columns (Python lists of 15k x 136 floats cost 100s of MB)."""
+    return {c: column_array(c, table.column(c))
+            for c in ("landmarks", "landmarks_raw", "detected", "interpolated", "n_faces")}
+
+
 def crop_clip(row: dict, lm: dict, cp: CropStageParams, writer: FrameShardWriter) -> int:
+    """Crops of one clip, streamed: frames are decoded once and written row group by row group."""
     from g4g.io.video import iter_frames
 
-    pts = np.asarray(lm["landmarks"], dtype=np.float32).reshape(-1, 68, 2)
+    pts = lm["landmarks"]  # (T, 68, 2)
     T = len(pts)
     boxes = cropgeo.crop_boxes(pts, cp.geometry)
     A = cropgeo.box_to_affine(boxes, cp.geometry)
     outside = cropgeo.box_outside(boxes, row["width"], row["height"])
     crop_pts = cropgeo.apply_affine(A, pts).astype(np.float32)
-    images = [b""] * T
     index_map = np.asarray(row["index_map"], dtype=np.int32)
-    w, h = row["width"], row["height"]
-    for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
-        crop = (cropgeo.crop_yuv420(frame, w, h, A[k], cp.geometry) if frame.ndim == 2
-                else cropgeo.warp_crop(frame, A[k], cp.geometry))
-        images[k] = encode_image(crop, cp.codec, cp.quality)
-    writer.write_clip({
-        "clip_id": [row["clip_id"]] * T, "frame": np.arange(T, dtype=np.int32), "src_frame": index_map,
-        "landmarks": list(pts.reshape(T, 136)), "landmarks_raw": lm["landmarks_raw"],
-        "crop_landmarks": list(crop_pts.reshape(T, 136)), "detected": lm["detected"],
-        "interpolated": lm["interpolated"], "n_faces": lm["n_faces"],
-        "affine": list(A.reshape(T, 6).astype(np.float32)), "box_outside": outside, "image": images})
+    w, h, G = row["width"], row["height"], cp.row_group_frames
+    with writer.clip() as write:
+        images = []
+        for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
+            crop = (cropgeo.crop_yuv420(frame, w, h, A[k], cp.geometry) if frame.ndim == 2
+                    else cropgeo.warp_crop(frame, A[k], cp.geometry))
+            images.append(encode_image(crop, cp.codec, cp.quality))
+            if len(images) == G or k == T - 1:
+                s = slice(k + 1 - len(images), k + 1)
+                write({"clip_id": [row["clip_id"]] * len(images), "frame": np.arange(T, dtype=np.int32)[s],
+                       "src_frame": index_map[s], "landmarks": list(pts[s].reshape(-1, 136)),
+                       "landmarks_raw": list(lm["landmarks_raw"][s].reshape(-1, 136)),
+                       "crop_landmarks": list(crop_pts[s].reshape(-1, 136)), "detected": lm["detected"][s],
+                       "interpolated": lm["interpolated"][s], "n_faces": lm["n_faces"][s],
+                       "affine": list(A[s].reshape(-1, 6).astype(np.float32)), "box_outside": outside[s],
+                       "image": images})
+                images = []
     return T
 
 
@@ -180,7 +192,7 @@ def run_crops(resampled: str, landmarks: str, out: str, rejects_out: str, cp: Cr
             sel = np.flatnonzero(clip_col == row["clip_id"])
             if len(sel) == 0:
                 continue  # rejected at the landmarks stage, already recorded there
-            lm_by_clip = lm_table.take(sel).to_pydict()
+            lm_by_clip = landmark_arrays(lm_table.take(sel))
             n += _guard(rejects, row["clip_id"], row["path"], crop_clip, row, lm_by_clip, cp, writer) or 0
     log.info("crops: %d frames in %.1f s", n, time.time() - t0)
     rejects.write(rejects_out)

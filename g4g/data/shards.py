@@ -11,12 +11,14 @@ index, then only the row group that holds a requested frame (LRU-cached), never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +103,27 @@ class FrameShardWriter:
             self._writer.write_table(table.slice(start, self.row_group_frames),
                                      row_group_size=self.row_group_frames)
         self.clips += 1
+
+    @contextlib.contextmanager
+    def clip(self) -> Iterator:
+        """Write one clip in row-group chunks (`write(columns)` per chunk) with bounded memory.
+
+        The chunks go to a spool file next to the shard and are appended to the shard only when the
+        whole clip succeeded, so a clip that fails half-way leaves no rows behind.
+        """
+        fd, spool = tempfile.mkstemp(prefix=f".spool-{self.path.name}-", suffix=".parquet", dir=self.path.parent)
+        os.close(fd)
+        w = pq.ParquetWriter(spool, self._schema, compression="none")
+        try:
+            yield lambda cols: w.write_table(pa.Table.from_pydict(cols, schema=self._schema))
+            w.close()
+            pf = pq.ParquetFile(spool)
+            for rg in range(pf.num_row_groups):
+                self._writer.write_table(pf.read_row_group(rg), row_group_size=self.row_group_frames)
+            self.clips += 1
+        finally:
+            w.close()
+            os.unlink(spool)
 
     def close(self, ok: bool = True) -> None:
         self._writer.close()
@@ -206,7 +229,7 @@ class FrameReader:
         """Whole-clip arrays of non-image columns (landmarks as (T, 68, 2), affine as (T, 2, 3))."""
         parts = [self._pf.read_row_group(rg, columns=list(columns)) for rg in self._index[clip_id].row_groups]
         t = pa.concat_tables(parts)
-        return {name: _column_array(name, t.column(name)) for name in columns}
+        return {name: column_array(name, t.column(name)) for name in columns}
 
     def images(self, clip_id: str, frames: Sequence[int]) -> np.ndarray:
         return np.stack([self.get(clip_id, f, ["image"])["image"] for f in frames])
@@ -222,7 +245,7 @@ def _convert(name: str, v):
     return v
 
 
-def _column_array(name: str, col: pa.ChunkedArray) -> np.ndarray:
+def column_array(name: str, col: pa.ChunkedArray) -> np.ndarray:
     if name in ("landmarks", "landmarks_raw", "crop_landmarks", "affine"):
         flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
         return flat.reshape(len(col), *((68, 2) if name != "affine" else (2, 3)))
