@@ -54,7 +54,7 @@ def perceptual_term(allow_missing: bool):
     try:
         return VGGPerceptual(pretrained=True), f"on ({get('vgg19').path.name})"
     except WeightsError as e:
-        if not allow_missing:
+        if not allow_missing or get("vgg19").path.exists():  # a corrupt file is never waved through
             raise WeightsError(f"{e}\n  (or set train.allow_no_perceptual: true in params.yaml to train "
                                f"without the perceptual loss, labelled as such)") from None
         log.warning("perceptual: %s: training WITHOUT the perceptual loss L_p (%s is missing; "
@@ -226,7 +226,7 @@ def _finish(run, G, cfg, variant, train: TrainParams, clips_parquet, out, tags, 
         with torch.no_grad():
             o = G.eval()(b)
     grid = save_png(run.dir / "samples.png", sample_grid(b, o))
-    run.metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+    run.metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}, step)
     for path, sub in ((run.dir / "metrics.json", None), (run.dir / "losses.csv", None), (curve, None),
                       (grid, None), (out, "model")):
         run.artifact(path, sub)

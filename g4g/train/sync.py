@@ -199,7 +199,7 @@ def train_sync(
         curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", "sync expert",
                                 keys=("loss", "acc", "cos_in", "cos_off"))
         run.artifact(curve)
-        run.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+        run.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}, step)
         run.artifact(run.dir / "metrics.json")
         run.artifact(run.dir / "losses.csv")
         run.artifact(out, "model")
