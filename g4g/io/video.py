@@ -158,33 +158,19 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
                         continue
                 if (raw_yuv420p and not rot and frame.format.name == "yuv420p" and size is None
                         and frame.width % 2 == 0 and frame.height % 2 == 0 and frame.color_range != 2):
-                    img = frame.to_ndarray()
-                    if want is None:
-                        yield src, img
-                        continue
-                    while k < len(want) and want[k] <= src:
-                        yield k, img
-                        k += 1
-                    continue
-                if fmt == "gray" and size is None and frame.format.name in _PLANAR_YUV:
-                    img = _luma(frame)
-                    if rot:
-                        img = np.ascontiguousarray(np.rot90(img, rot // 90))
-                    if want is None:
-                        yield src, img
-                        continue
-                    while k < len(want) and want[k] <= src:
-                        yield k, img
-                        k += 1
-                    continue
-                kw = {"format": fmt}
-                if size is not None:
-                    w, h = size if rot in (0, 180) else size[::-1]
-                    kw.update(width=w, height=h)
-                img = frame.to_ndarray(**kw)
-                # PyAV pads rows (an 844 px line is stored as 848): C code such as dlib silently
-                # misreads strided arrays, so always hand out contiguous frames
-                img = np.ascontiguousarray(np.rot90(img, rot // 90) if rot else img)
+                    img = frame.to_ndarray()  # planar (1.5 H, W), unconverted
+                else:
+                    if fmt == "gray" and size is None and frame.format.name in _PLANAR_YUV:
+                        img = _luma(frame)
+                    else:
+                        kw = {"format": fmt}
+                        if size is not None:
+                            w, h = size if rot in (0, 180) else size[::-1]
+                            kw.update(width=w, height=h)
+                        img = frame.to_ndarray(**kw)
+                    # PyAV pads rows (an 844 px line is stored as 848): C code such as dlib silently
+                    # misreads strided arrays, so always hand out contiguous frames
+                    img = np.ascontiguousarray(np.rot90(img, rot // 90) if rot else img)
                 if want is None:
                     yield src, img
                     continue
