@@ -2,8 +2,8 @@
 
 CPU, demo scale (face 104 x 80, width 0.25): samples/s of the real training step (generator update +
 discriminator update, g4g.train.step) in the frame and clip stages, the time split into waiting for
-data and compute, and the loader alone.
-CUDA (when available), paper scale (416 x 320, width 1, bf16, channels-last): samples/s and peak GPU
+data and compute, and the loader alone (with and without the decoded-frame cache).
+CUDA (when available), paper scale (416 x 320, width 1, bf16, channels-last, every loss): samples/s and peak GPU
 memory at batch 3 and at the largest batch that fits (doubled until out of memory), the loader's own
 samples/s with the configured workers, and the headroom = loader samples/s / training samples/s (below
 1 the GPU waits for data). The perceptual term is timed with a randomly initialised VGG-19 when the
@@ -13,6 +13,9 @@ weights are absent (same cost). Data: results/demo/clips.parquet when present, e
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +44,7 @@ def loader_rate(ds, batch: int, workers: int, n: int) -> float:
 
 
 def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.device, workers: int,
-               amp: bool, cache: int = 0, warmup: int = 2) -> dict:
+               amp: bool, cache: int = 0, warmup: int = 2, perceptual: bool = True, gan: bool = True) -> dict:
     """Samples/s of the training step, data wait vs compute, and peak memory (CUDA)."""
     from g4g.losses import LossWeights, VGGPerceptual
     from g4g.models.sync_expert import SyncExpert
@@ -49,12 +52,15 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
     from g4g.train.step import build_nets, train_step
     from g4g.weights import WeightsError
 
-    try:
-        vgg = VGGPerceptual(pretrained=True)
-    except WeightsError:
-        vgg = VGGPerceptual(pretrained=False)
+    vgg = None
+    if perceptual:
+        try:
+            vgg = VGGPerceptual(pretrained=True)
+        except WeightsError:
+            vgg = VGGPerceptual(pretrained=False)
     expert = SyncExpert(width=cfg.width).to(device).eval().requires_grad_(False) if T > 1 else None
-    n = build_nets(cfg, 1e-4, (0.5, 0.999), LossWeights(), device, T > 1, expert, vgg.to(device), amp)
+    n = build_nets(cfg, 1e-4, (0.5, 0.999), LossWeights(), device, T > 1, expert,
+                   vgg.to(device) if vgg is not None else None, amp)
     cl = device.type == "cuda"
     for m in (n.G, n.D_f, n.D_t, n.expert, n.perceptual):
         if m is not None and cl:
@@ -68,7 +74,7 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
     for i, batch_ in enumerate(make_loader(ds, batch, 0, warmup + steps, workers, 4, pin_memory=cl)):
         t0 = time.time()
         b = device_batch(batch_, device, cl)
-        train_step(n, b, T, gan=True)
+        train_step(n, b, T, gan=gan)
         sync()
         if i >= warmup:
             t_data += t0 - t_last
@@ -83,59 +89,74 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
 
 def _row(name: str, r: dict, extra: str = "") -> None:
     mem = f"  peak {r['peak_gib']:.1f} GiB" if "peak_gib" in r else ""
-    print(f"{name:<44} {r['samples_s']:8.1f} frames/s  step {r['step_s']:.3f} s  "
+    print(f"{name:<52} {r['samples_s']:8.1f} frames/s  step {r['step_s']:.3f} s  "
           f"data wait {100 * r['data_frac']:4.1f}%{mem}{extra}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def cpu_figures(clips: str, steps: int) -> None:
     from g4g.models.g4g import model_config
 
-    ap = argparse.ArgumentParser(prog="python -m g4g.bench_train", description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    ap.add_argument("--workers", type=int, default=8, help="loader workers on CUDA")
-    ap.add_argument("--clips", help="clips.parquet (default: the demo set, else a synthetic set)")
-    a = ap.parse_args(argv)
-    clips = a.clips or (str(DEMO_CLIPS) if DEMO_CLIPS.exists() else None)
-    if clips is None:
-        from g4g.train.synthetic import write_synthetic
+    print("\n-- CPU, demo scale (face 104x80, width 0.25, fp32) as the demo trains: no loader workers, no L_p;")
+    print("   frame stage without GAN, clip stage with both discriminators and the sync expert --")
+    cfg, cpu = model_config("demo"), torch.device("cpu")
+    for T, batch in ((1, 4), (5, 1)):
+        r = train_rate(cfg, T, batch, steps, clips, cpu, workers=0, amp=False, cache=4000, perceptual=False,
+                       gan=T > 1)
+        _row(f"{'frame' if T == 1 else 'clip'} stage, batch {batch}", r)
+    r = train_rate(cfg, 1, 4, steps, clips, cpu, workers=0, amp=False, cache=4000)
+    _row("frame stage, batch 4, with GAN and L_p (random VGG)", r)
+    for cache in (0, 4000):
+        rate = loader_rate(_dataset(cfg, 1, clips, cache), 4, 0, max(steps, 20))
+        print(f"{f'loader alone (frame samples, cache {cache})':<52} {rate:8.1f} frames/s")
 
-        clips = str(write_synthetic(tempfile.mkdtemp(prefix="g4g-bench-"), 40, 4, 1))
-    print(f"data: {clips}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
-    cpu = torch.device("cpu")
-    print("\n-- CPU, demo scale (face 104x80, width 0.25; fp32) --")
-    cfg = model_config("demo")
-    for T, batch, workers in ((1, 4, 0), (1, 4, 1), (5, 1, 0)):
-        r = train_rate(cfg, T, batch, a.steps, clips, cpu, workers, amp=False, cache=4000)
-        _row(f"{'frame' if T == 1 else 'clip'} stage, batch {batch}, workers {workers}", r)
-    ds = _dataset(cfg, 1, clips, 0)
-    print(f"{'loader alone (frame samples, no cache, 0 workers)':<44} {loader_rate(ds, 4, 0, a.steps):8.1f} frames/s")
+def cuda_figures(clips: str, steps: int, workers: int) -> None:
+    from g4g.models.g4g import model_config
 
-    if not torch.cuda.is_available():
-        print("\nCUDA not available: paper-scale figures skipped")
-        return
     dev = torch.device("cuda")
     print(f"\n-- CUDA {torch.cuda.get_device_name()}, paper scale (face 416x320, width 1; bf16, channels-last) --")
     cfg = model_config("paper")
-    ds = _dataset(cfg, 1, clips, 0)
-    load = loader_rate(ds, 12, a.workers, max(a.steps, 20))
-    print(f"{f'loader alone, {a.workers} workers':<44} {load:8.1f} frames/s")
-    best = None
-    batch = 3
-    while batch <= 1024:
+    load = loader_rate(_dataset(cfg, 1, clips, 0), 12, workers, max(steps, 20))
+    print(f"{f'loader alone, {workers} workers':<52} {load:8.1f} frames/s")
+    best, batch = None, 3
+    while batch <= 1536:
         try:
-            r = train_rate(cfg, 1, batch, a.steps, clips, dev, a.workers, amp=True)
+            r = train_rate(cfg, 1, batch, steps, clips, dev, workers, amp=True)
         except torch.OutOfMemoryError:
             print(f"frame stage, batch {batch}: out of memory")
             break
         finally:
             torch.cuda.empty_cache()
         _row(f"frame stage, batch {batch}", r, f"  headroom {load / r['samples_s']:.2f}")
-        best, batch = (batch, r), batch * 2
-    if best:
-        print(f"largest batch that fits (powers of 2 x 3): {best[0]}")
-    r = train_rate(cfg, 5, 3, a.steps, clips, dev, a.workers, amp=True)
+        best, batch = batch, batch * 2
+    print(f"largest batch that fits (3 x powers of 2): {best}")
+    r = train_rate(cfg, 5, 3, steps, clips, dev, workers, amp=True)
     _row("clip stage, batch 3 clips (15 frames)", r, f"  headroom {load / r['samples_s']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m g4g.bench_train", description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
+    ap.add_argument("--workers", type=int, default=8, help="loader workers on CUDA")
+    ap.add_argument("--clips", help="clips.parquet (default: the demo set, else a synthetic set)")
+    ap.add_argument("--cuda-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    clips = a.clips or (str(DEMO_CLIPS) if DEMO_CLIPS.exists() else None)
+    if clips is None:
+        from g4g.train.synthetic import write_synthetic
+
+        clips = str(write_synthetic(tempfile.mkdtemp(prefix="g4g-bench-"), 40, 4, 1))
+    if a.cuda_only:
+        return cuda_figures(clips, a.steps, a.workers)
+    print(f"data: {clips}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    cpu_figures(clips, a.steps)
+    if not torch.cuda.is_available():
+        print("\nCUDA not available: paper-scale figures skipped")
+        return
+    # with loader workers the OpenMP threads must not spin (see g4g.train.commands._runtime): own process
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    subprocess.run([sys.executable, "-m", "g4g.bench_train", "--cuda-only", "--clips", clips, "--steps",
+                    str(a.steps), "--workers", str(a.workers)], env=env, check=True)
 
 
 if __name__ == "__main__":
