@@ -184,7 +184,7 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(synth, tmp_path):
     params = {"sync": {"steps": 500, "batch": 4, "width": 0.125, "mouth_size": 64, "workers": 0,
                        "checkpoint_every": 1000, "log_every": 1, "eval_windows": 4}, "seed": 0}
     out = tmp_path / "syncnet.pt"
-    cmd = [sys.executable, "-m", "g4g.train.commands", "train-sync", "--dataset", "synth", "--clips", str(synth),
+    cmd = [sys.executable, "-m", "g4g", "train-sync", "--dataset", "synth", "--clips", str(synth),
            "--params", json.dumps(params), "--out", str(out), "--tracking", '{"mlflow": false}']
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     losses = tmp_path / "syncnet" / "losses.csv"
@@ -262,7 +262,7 @@ def test_resume_equals_straight_run(synth, expert_file, tmp_path):
 
 
 def test_missing_vgg_weights_is_a_clear_error(synth, tmp_path, monkeypatch, capsys):
-    from g4g.train.commands import main
+    from g4g.cli import main
     from g4g.train.loop import perceptual_term
     from g4g.weights import WeightsError
 

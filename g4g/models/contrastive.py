@@ -40,16 +40,18 @@ def info_nce(query: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None, t
     their own row (hard negatives). batch_mask (B, B) bool: True where an off-diagonal batch key must
     not count as a negative (e.g. frames of the same clip).
     """
+    B = len(query)
     logits = [query @ pos.t()]  # (B, B)
-    if batch_mask is not None:
-        off = batch_mask & ~torch.eye(len(query), dtype=torch.bool, device=query.device)
-        logits[0] = logits[0].masked_fill(off, float("-inf"))
     if neg is not None and len(neg):
         logits.append(query @ neg.t())  # (B, Q)
     if row_neg is not None:
         logits.append(torch.einsum("bd,bnd->bn", query, row_neg))  # (B, N)
     s = torch.cat(logits, dim=1) / tau  # Eq. 7
-    target = torch.arange(len(query), device=query.device)
+    if batch_mask is not None:
+        # mask after dividing by tau: -inf / tau would give the temperature a NaN gradient (0 * inf)
+        off = batch_mask & ~torch.eye(B, dtype=torch.bool, device=query.device)
+        s = torch.cat([s[:, :B].masked_fill(off, float("-inf")), s[:, B:]], dim=1)
+    target = torch.arange(B, device=query.device)
     return F.cross_entropy(s, target)
 
 

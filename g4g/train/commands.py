@@ -7,7 +7,7 @@
 --params is a JSON object or a path (YAML or JSON). A full params.yaml (it has `datasets`) is validated
 and resolved for --dataset (its `overrides` merged, see g4g.train.params.resolve); anything else is taken
 as already-resolved sections (what the Snakemake rules pass). Rerunning a command resumes its run.
-Hooked into g4g/cli.py by `register(subparsers)`; also runnable as `python -m g4g.train.commands ...`.
+Hooked into g4g/cli.py by `register(subparsers)` (`g4g train ...`, `g4g train-sync ...`).
 """
 
 from __future__ import annotations
@@ -128,24 +128,3 @@ def register(subparsers) -> None:
     p.add_argument("--variant", default="full", help="full | wo_alignment | wo_supervision | wo_fusion")
     p.add_argument("--syncnet", help="trained sync expert (needed by clip stages)")
     p.set_defaults(fn=cmd_train)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m g4g.train.commands train ...`), same behaviour as the g4g CLI."""
-    from g4g.utils import setup_logging
-    from g4g.weights import WeightsError
-
-    ap = argparse.ArgumentParser(prog="python -m g4g.train.commands")
-    register(ap.add_subparsers(dest="command", required=True))
-    a = ap.parse_args(argv)
-    setup_logging(a.log)
-    try:
-        a.fn(a)
-    except (WeightsError, FileNotFoundError, KeyError, ValueError) as e:
-        log.error("%s", e)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
