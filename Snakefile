@@ -19,7 +19,7 @@ wildcard_constraints:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/landmarks.smk"
+include: "workflow/rules/faces.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/train.smk"

@@ -55,18 +55,24 @@ def decode_only(path: Path) -> tuple[int, float]:
     return n, time.time() - t
 
 
-def run_stages(path: Path, workdir: Path) -> dict[str, float]:
-    """Time each stage of one clip exactly as the shard drivers run it; returns seconds per stage."""
+def run_stages(path: Path, workdir: Path, components: bool = True) -> tuple[dict[str, float], int]:
+    """Time each stage of one clip exactly as the shard drivers run it; returns seconds per stage.
+
+    The workflow's stages are scan, resample, faces (landmarks + crops in one decode pass) and mels;
+    with `components`, landmarks alone and crops alone (the two-pass `g4g landmarks` / `g4g crops`)
+    are timed too, for reference: they are not part of the whole.
+    """
     import pyarrow as pa
 
     from g4g.data.landmarks import LandmarkParams
     from g4g.data.mels import MelParams
-    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_clip, landmark_arrays,
-                                  landmark_clip, mel_clip, resample_clip)
+    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_pool, crop_clip, face_clip,
+                                  landmark_arrays, landmark_clip, mel_clip, resample_clip)
     from g4g.data.scan import scan
     from g4g.data.shards import FrameShardWriter
 
-    times = {}
+    times, parts = {}, {}
+    cp = CropStageParams()
     t = time.time()
     table, _ = scan({"root": str(path.parent), "split": {"protocol": "count", "n_test": 0}}, 0, 8)
     row = [r for r in table.to_pylist() if r["path"] == str(path)][0]
@@ -74,18 +80,24 @@ def run_stages(path: Path, workdir: Path) -> dict[str, float]:
     t = time.time()
     res = resample_clip(row, StageParams())
     times["resample (frame map + 16 kHz audio)"] = time.time() - t
-    t = time.time()
-    lm = landmark_clip(res, LandmarkParams())
-    times["landmarks"] = time.time() - t
-    lm = landmark_arrays(pa.Table.from_pydict(lm, schema=LANDMARK_SCHEMA))
-    t = time.time()
-    with FrameShardWriter(workdir / "bench.frames.parquet") as w:
-        crop_clip(res, lm, CropStageParams(), w)
-    times["crops (decode + warp + JPEG q95 + write)"] = time.time() - t
+    with crop_pool(cp) as pool:
+        if components:
+            t = time.time()
+            lm = landmark_clip(res, LandmarkParams())
+            parts["  landmarks alone (decode + detect/track)"] = time.time() - t
+            lm = landmark_arrays(pa.Table.from_pydict(lm, schema=LANDMARK_SCHEMA))
+            t = time.time()
+            with FrameShardWriter(workdir / "two.frames.parquet") as w:
+                crop_clip(res, lm, cp, w, pool)
+            parts["  crops alone (decode + warp + JPEG q95)"] = time.time() - t
+        t = time.time()
+        with FrameShardWriter(workdir / "bench.frames.parquet") as w:
+            face_clip(res, LandmarkParams(), cp, w, pool)
+        times["faces (landmarks + crops, one decode pass)"] = time.time() - t
     t = time.time()
     mel_clip(res, MelParams(), StageParams(reject_silent=False))
     times["mels"] = time.time() - t
-    return times, res["n_frames"]
+    return times, res["n_frames"], parts
 
 
 def bench_prep(long: bool) -> None:
@@ -98,12 +110,12 @@ def bench_prep(long: bool) -> None:
     print(f"\n== data preparation, {clip} (1920x1080, 25 fps, {n} frames) ==")
     print(f"{'decode only (PyAV, threaded)':<44} {dec:8.1f} frames/s")
     with tempfile.TemporaryDirectory() as d:
-        times, T = run_stages(clip, Path(d))
-    for k, v in times.items():
+        times, T, parts = run_stages(clip, Path(d))
+    for k, v in {**times, **parts}.items():
         print(f"{k:<44} {T / v:8.1f} frames/s  ({v:.2f} s)")
     total = sum(times.values())
     whole = T / total
-    print(f"{'whole preparation':<44} {whole:8.1f} frames/s  ({total:.2f} s, "
+    print(f"{'whole preparation (scan..mels)':<44} {whole:8.1f} frames/s  ({total:.2f} s, "
           f"{whole / 25:.1f}x real time, {100 * whole / dec:.0f}% of decode-only)")
     if long:
         bench_memory(clip)
@@ -113,7 +125,7 @@ def bench_memory(clip: Path, loops: int = 60) -> None:
     long = _long_clip(clip, loops)
     print(f"\n== peak memory, {long} ({loops * 10 / 60:.0f} min 1080p) ==")
     code = ("import sys, resource, tempfile, json; from pathlib import Path; from g4g.bench import run_stages;"
-            "t, n = run_stages(Path(sys.argv[1]), Path(tempfile.mkdtemp()));"
+            "t, n, _ = run_stages(Path(sys.argv[1]), Path(tempfile.mkdtemp()), components=False);"
             "print(json.dumps({'frames': n, 'times': t, "
             "'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
     t = time.time()

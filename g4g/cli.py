@@ -59,14 +59,30 @@ def cmd_landmarks(a) -> None:
     run_landmarks(a.resampled, a.out, a.rejects, section(LandmarkParams, a.params))
 
 
-def cmd_crops(a) -> None:
+def _crop_params(d: dict):
     from g4g.config import section
     from g4g.data.crops import CropParams
-    from g4g.data.prepare import CropStageParams, run_crops
+    from g4g.data.prepare import CropStageParams
+
+    d = dict(d)
+    geo = section(CropParams, {k: d.pop(k) for k in list(d) if k in CropParams.__dataclass_fields__})
+    return section(CropStageParams, {**d, "geometry": geo})
+
+
+def cmd_crops(a) -> None:
+    from g4g.data.prepare import run_crops
+
+    run_crops(a.resampled, a.landmarks, a.out, a.rejects, _crop_params(json.loads(a.params)))
+
+
+def cmd_faces(a) -> None:
+    from g4g.config import section
+    from g4g.data.landmarks import LandmarkParams
+    from g4g.data.prepare import run_faces
 
     d = json.loads(a.params)
-    geo = section(CropParams, {k: d.pop(k) for k in list(d) if k in CropParams.__dataclass_fields__})
-    run_crops(a.resampled, a.landmarks, a.out, a.rejects, CropStageParams(geometry=geo, **d))
+    run_faces(a.resampled, a.out, a.rejects, section(LandmarkParams, d.get("landmarks") or {}),
+              _crop_params(d.get("crop") or {}))
 
 
 def cmd_mels(a) -> None:
@@ -127,31 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", required=True)
     p.set_defaults(fn=cmd_scan)
 
-    p = _common(sub.add_parser("resample", help="25 fps frame map + 16 kHz mono audio for one shard"))
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--shard", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--rejects", required=True)
-    p.set_defaults(fn=cmd_resample)
+    def shard_stage(name: str, help: str, fn, *inputs: str) -> None:
+        """A per-shard stage: its inputs, then --out and --rejects."""
+        p = _common(sub.add_parser(name, help=help))
+        for arg in (*inputs, "out", "rejects"):
+            p.add_argument(f"--{arg}", required=True)
+        p.set_defaults(fn=fn)
 
-    p = _common(sub.add_parser("landmarks", help="68-point landmarks per 25 fps frame for one shard"))
-    p.add_argument("--resampled", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--rejects", required=True)
-    p.set_defaults(fn=cmd_landmarks)
-
-    p = _common(sub.add_parser("crops", help="416x320 face crops + transforms -> frame shard"))
-    p.add_argument("--resampled", required=True)
-    p.add_argument("--landmarks", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--rejects", required=True)
-    p.set_defaults(fn=cmd_crops)
-
-    p = _common(sub.add_parser("mels", help="mel spectrograms for one shard"))
-    p.add_argument("--resampled", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--rejects", required=True)
-    p.set_defaults(fn=cmd_mels)
+    shard_stage("resample", "25 fps frame map + 16 kHz mono audio for one shard", cmd_resample, "manifest", "shard")
+    shard_stage("faces", "landmarks + 416x320 face crops in one decode pass -> frame shard", cmd_faces,
+                "resampled")
+    shard_stage("landmarks", "68-point landmarks per 25 fps frame for one shard (standalone; the workflow "
+                "runs `faces`)", cmd_landmarks, "resampled")
+    shard_stage("crops", "416x320 face crops from a landmarks table -> frame shard (two-pass; the workflow "
+                "runs `faces`)", cmd_crops, "resampled", "landmarks")
+    shard_stage("mels", "mel spectrograms for one shard", cmd_mels, "resampled")
 
     p = _common(sub.add_parser("prepare-summary", help="merge rejects, index the ready clips"))
     p.add_argument("--manifest", required=True)

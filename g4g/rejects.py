@@ -25,7 +25,15 @@ SCHEMA = pa.schema([("clip_id", pa.string()), ("stage", pa.string()), ("reason",
 
 
 class ClipError(Exception):
-    """A clip cannot go through a stage; the message is the reason users read in rejects.parquet."""
+    """A clip cannot go through a stage; the message is the reason users read in rejects.parquet.
+
+    `stage` names the step that failed when a driver runs several in one pass (the single-pass face
+    stage reports a clip with no face under "landmarks"); None means the driver's own stage.
+    """
+
+    def __init__(self, reason: str, stage: str | None = None):
+        super().__init__(reason)
+        self.stage = stage
 
 
 @dataclass
@@ -33,9 +41,10 @@ class Rejects:
     stage: str
     rows: list[dict] = field(default_factory=list)
 
-    def add(self, clip_id: str, reason: str, path: str = "") -> None:
-        log.warning("REJECT clip=%s stage=%s: %s", clip_id, self.stage, reason)
-        self.rows.append({"clip_id": clip_id, "stage": self.stage, "reason": reason, "path": str(path)})
+    def add(self, clip_id: str, reason: str, path: str = "", stage: str | None = None) -> None:
+        stage = stage or self.stage
+        log.warning("REJECT clip=%s stage=%s: %s", clip_id, stage, reason)
+        self.rows.append({"clip_id": clip_id, "stage": stage, "reason": reason, "path": str(path)})
 
     def __contains__(self, clip_id: str) -> bool:
         return any(r["clip_id"] == clip_id for r in self.rows)

@@ -51,7 +51,7 @@ def test_real_clip_landmarks_found_and_plausible(name):
     faces = sorted(set(tr.n_faces[tr.n_faces >= 0].tolist()))
     print(f"\n{name}: detected {found.mean():.1%} of {T} frames; faces per detection {faces}")
     assert found.mean() >= 0.95
-    assert (tr.n_faces[::LandmarkParams().detect_every] >= 1).all()
+    assert (tr.n_faces[::LandmarkParams().full_detect_every] >= 1).all()  # whole-frame detections
     info = probe(path)
     h, w = info.height, info.width
     pts = tr.points
@@ -135,12 +135,17 @@ def test_several_faces_keeps_the_larger(tmp_path, big_left):
         frames.append(canvas)
     path = tmp_path / "two.mp4"
     write_video(path, frames, fps=25)
-    tr = track_landmarks(path, _index(path), LandmarkParams(detect_max_side=1000))
+    # every confirmation a whole-frame detection here, so n_faces is counted every 5 frames
+    tr = track_landmarks(path, _index(path), LandmarkParams(detect_max_side=1000, full_detect_every=5))
     assert tr.detected.all()
     cx = tr.points[..., 0].mean(1)
     assert ((cx > xb) & (cx < xb + 420)).all()
     seen = tr.n_faces[tr.n_faces >= 0]
     assert len(seen) >= 5 and (seen == 2).mean() >= 0.8
+    # by default the confirmations look near the tracked face only, the whole frame once a second
+    tr = track_landmarks(path, _index(path), LandmarkParams(detect_max_side=1000))
+    assert tr.detected.all() and ((tr.points[..., 0].mean(1) > xb) & (tr.points[..., 0].mean(1) < xb + 420)).all()
+    assert list(np.flatnonzero(tr.n_faces >= 0)) == [0, 25] and (tr.n_faces[[0, 25]] == 2).all()
 
 
 @needs_real

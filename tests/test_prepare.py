@@ -14,8 +14,8 @@ from conftest import ffmpeg, make_video
 from g4g.data import crops as cropgeo
 from g4g.data.landmarks import LandmarkParams
 from g4g.data.mels import MelParams
-from g4g.data.prepare import (CropStageParams, StageParams, run_crops, run_landmarks, run_mels, run_resample,
-                              run_summary)
+from g4g.data.prepare import (CropStageParams, StageParams, run_crops, run_faces, run_landmarks, run_mels,
+                              run_resample, run_summary)
 from g4g.data.scan import scan
 from g4g.data.shards import FrameReader, MelReader, write_table
 from g4g.io.audio import write_wav
@@ -72,10 +72,8 @@ def prepared(raw, tmp_path_factory):
     rej.write(out / "rej_scan.parquet")
     sp = StageParams()
     run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"), sp)
-    run_landmarks(str(out / "res.parquet"), str(out / "lm.parquet"), str(out / "rej_lm.parquet"),
-                  LandmarkParams(detect_every=3))
-    run_crops(str(out / "res.parquet"), str(out / "lm.parquet"), str(out / "frames.parquet"),
-              str(out / "rej_crops.parquet"), CropStageParams())
+    run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_faces.parquet"),
+              LandmarkParams(detect_every=3), CropStageParams())
     run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(), sp)
     summary = run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
                           [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"),
@@ -132,3 +130,49 @@ def test_rotated_matches_upright_geometry(prepared):
     a = fr.clip_columns("good", ["crop_landmarks"])["crop_landmarks"]
     b = fr.clip_columns("rotated", ["crop_landmarks"])["crop_landmarks"]
     assert np.abs(a - b).mean() < 6.0
+
+
+def _same_tables(a, b) -> None:
+    assert a.column_names == b.column_names and a.num_rows == b.num_rows
+    for name in a.column_names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        if name in ("landmarks", "landmarks_raw", "crop_landmarks", "affine"):
+            np.testing.assert_array_equal(np.array(x, np.float64), np.array(y, np.float64), err_msg=name)
+        else:
+            assert x == y, name
+
+
+def test_single_pass_equals_separate_passes(raw, tmp_path, caplog):
+    """`faces` (one decode pass, crops cut while later frames are still tracked) writes exactly what
+    `landmarks` + `crops` write: same points, flags, transforms and JPEG bytes, including repeated
+    source frames (20 fps input), interpolated runs, and a run without a face longer than the frame
+    buffer (which sends the rest of that clip through a second decode pass)."""
+    from g4g.data.demo import render_clip
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    for name in ["good.mp4", "partial.mp4", "twofaces.mp4", "hevc.mkv"]:
+        (root / name).symlink_to(raw / name)
+    ffmpeg("-i", str(raw / "good.mp4"), "-r", "20", "-c:a", "copy", str(root / "rate20.mp4"))
+    audio, frames = render_clip(4.0, 3, (256, 256), 100)
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, audio)
+    blank = np.full((256, 256, 3), 90, np.uint8)
+    write_video(root / "gap.mp4", [blank if 12 <= i < 85 else f for i, f in enumerate(frames)], 25, audio=wav)
+    table, _ = scan({"root": str(root), "split": {"protocol": "count", "n_test": 1}}, seed=0, shard_size=100)
+    write_table(tmp_path / "manifest.parquet", table)
+    res = str(tmp_path / "res.parquet")
+    run_resample(str(tmp_path / "manifest.parquet"), "s0000", res, str(tmp_path / "rej_r.parquet"), StageParams())
+    lp = LandmarkParams(detect_every=3, min_detected_fraction=0.2)
+    cp = CropStageParams(buffer_mb=1)  # a few 256 x 256 frames: the 73-frame gap overflows the buffer
+    run_landmarks(res, str(tmp_path / "lm.parquet"), str(tmp_path / "rej_l.parquet"), lp)
+    run_crops(res, str(tmp_path / "lm.parquet"), str(tmp_path / "two.parquet"), str(tmp_path / "rej_c.parquet"), cp)
+    with caplog.at_level("INFO", logger="g4g.data.prepare"):
+        run_faces(res, str(tmp_path / "one.parquet"), str(tmp_path / "rej_f.parquet"), lp, cp)
+    assert "gap: no final crop box" in caplog.text
+    one, two = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")
+    assert set(one.column("clip_id").to_pylist()) == {"good", "partial", "twofaces", "hevc", "rate20", "gap"}
+    _same_tables(one, two)
+    assert pq.read_table(tmp_path / "rej_f.parquet").num_rows == 0
+    gap = FrameReader(tmp_path / "one.parquet").clip_columns("gap", ["detected", "interpolated"])
+    assert not gap["detected"][20:80].any() and gap["detected"][:10].all() and gap["detected"][90:].all()

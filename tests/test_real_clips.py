@@ -6,7 +6,7 @@ import pytest
 
 from g4g.data import crops as cropgeo
 from g4g.data.landmarks import LandmarkParams
-from g4g.data.prepare import CropStageParams, StageParams, run_crops, run_landmarks, run_resample
+from g4g.data.prepare import CropStageParams, StageParams, run_faces, run_resample
 from g4g.data.scan import scan
 from g4g.data.shards import FrameReader, write_table
 
@@ -24,9 +24,8 @@ def real_prepared(real_dir, tmp_path_factory):
     write_table(out / "manifest.parquet", table)
     run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_r.parquet"),
                  StageParams())
-    run_landmarks(str(out / "res.parquet"), str(out / "lm.parquet"), str(out / "rej_l.parquet"), LandmarkParams())
-    run_crops(str(out / "res.parquet"), str(out / "lm.parquet"), str(out / "frames.parquet"),
-              str(out / "rej_c.parquet"), CropStageParams())
+    run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_f.parquet"), LandmarkParams(),
+              CropStageParams())
     return out
 
 

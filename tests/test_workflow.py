@@ -44,7 +44,7 @@ def test_prepare_target_end_to_end(small_demo):
     clips = pq.read_table(small_demo / "results/demo/clips.parquet").to_pylist()
     assert {c["shard"] for c in clips} == {"s0000", "s0001"}
     assert (small_demo / "results/demo/inspect.png").stat().st_size > 10_000
-    for rule in ["scan", "resample/s0000", "landmarks/s0001", "crops/s0000", "mels/s0001", "prepare"]:
+    for rule in ["scan", "resample/s0000", "faces/s0001", "faces/s0000", "mels/s0001", "prepare"]:
         assert (small_demo / f"logs/demo/{rule}.log").exists(), rule
     # nothing half-written is left behind, and a second run has nothing to do
     assert not list((small_demo / "results").rglob(".tmp-*"))
@@ -53,11 +53,13 @@ def test_prepare_target_end_to_end(small_demo):
 
 
 def test_changed_param_reruns_only_dependent_jobs(small_demo):
-    """A changed crop parameter re-runs crops and what follows, not landmarks (params flow via params:)."""
+    """A changed crop parameter re-runs the faces stage and what follows, not resampling or mels
+    (params flow via params:)."""
     p = yaml.safe_load((small_demo / "params.yaml").read_text())
     p["crop"]["quality"] = 90
     (small_demo / "params.yaml").write_text(yaml.safe_dump(p))
     r = snakemake(small_demo, "results/demo/prepared.json", "--cores", "2", "-n", "--rerun-triggers", "params")
     out = r.stdout + r.stderr
-    assert "rule crops:" in out or "crops" in out.split("Job stats")[-1]
-    assert "landmarks " not in out.split("Job stats")[-1].split("total")[0]
+    stats = out.split("Job stats")[-1].split("total")[0]
+    assert "faces" in stats and "prepare" in stats, out[-2000:]
+    assert "resample" not in stats and "mels" not in stats, stats

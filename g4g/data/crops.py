@@ -129,8 +129,10 @@ def warp_region(region: np.ndarray, origin: tuple[int, int], want: tuple[int, in
                 p: CropParams = CropParams()) -> np.ndarray:
     """Warp a cut-out `region` (whose pixel (0, 0) is source pixel `origin`) to the crop of affine A.
 
-    Parts of the wanted region outside the frame are edge-replicated. A strong shrink first goes
-    through INTER_AREA (warpAffine has no anti-aliasing), then a warp makes the mapping exactly A.
+    Parts of the wanted region outside the frame are edge-replicated. warpAffine has no anti-aliasing,
+    so a shrink is low-passed first: by an integer area average (OpenCV's fast INTER_AREA path) while
+    it is 2x or more, then by a Gaussian of sigma (1/s - 1) / 2 for the remaining factor s (the
+    prefilter scikit-image's `resize(anti_aliasing=True)` uses); one warp then makes the mapping A.
     """
     import cv2
 
@@ -142,12 +144,17 @@ def warp_region(region: np.ndarray, origin: tuple[int, int], want: tuple[int, in
         region = cv2.copyMakeBorder(region, *pad, cv2.BORDER_REPLICATE)
         ox, oy = ox - pad[2], oy - pad[0]
     A = np.asarray(A, np.float64)
-    kx = ky = 1.0
-    if A[0, 0] < 0.75:
+    k = A[0, 0]  # uniform scale, source -> crop pixels
+    f = int(1.0 / k) if k < 0.5 else 1
+    if f >= 2:
         h0, w0 = region.shape[:2]
-        sw, sh = max(1, int(round(w0 * A[0, 0]))), max(1, int(round(h0 * A[1, 1])))
-        region = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-        kx, ky = sw / w0, sh / h0
-    # region pixel u <-> source X = u / kx + ox; crop c = A00 X + A02 (likewise for rows)
-    M = np.float32([[A[0, 0] / kx, 0, A[0, 0] * ox + A[0, 2]], [0, A[1, 1] / ky, A[1, 1] * oy + A[1, 2]]])
+        if h0 % f or w0 % f:
+            region = cv2.copyMakeBorder(region, 0, -h0 % f, 0, -w0 % f, cv2.BORDER_REPLICATE)
+        region = cv2.resize(region, (region.shape[1] // f, region.shape[0] // f), interpolation=cv2.INTER_AREA)
+    sigma = (1.0 / (k * f) - 1.0) / 2.0
+    if sigma > 0.2:
+        region = cv2.GaussianBlur(region, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    # region pixel u averages source pixels [u f, u f + f): centre X = f u + (f - 1) / 2 + ox;
+    # crop c = A00 X + A02 (likewise for rows)
+    M = np.float32([[k * f, 0, k * ((f - 1) / 2 + ox) + A[0, 2]], [0, A[1, 1] * f, A[1, 1] * ((f - 1) / 2 + oy) + A[1, 2]]])
     return cv2.warpAffine(region, M, (p.width, p.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -1,8 +1,11 @@
 """68-point facial landmarks for every 25 fps frame of a clip (iBUG-300W order, 0-indexed, pixels of
 the displayed full-resolution frame).
 
-Detection runs every `detect_every` frames on a copy downscaled to `detect_max_side`; in between, the
-shape model is re-fitted on a box derived from the previous frame's points (tracking). Tracked frames
+Detection runs on a copy downscaled to `detect_max_side` until a face is found; then the shape model is
+re-fitted on a box derived from the previous frame's points (tracking), and every `detect_every` frames
+a detection in the tracked face's neighbourhood (`roi_margin`, at a scale showing the face at
+ROI_FACE_PX) confirms it, falling back to the whole frame when it finds nothing; a whole-frame detection
+runs at least every `full_detect_every` frames, so `n_faces` keeps counting the faces in view. Tracked frames
 stay *pending* until the next detection confirms the face (box overlap); when it does not, the pending
 frames are re-checked newest-first by detection and those after the last confirmed one are flagged as
 failed. While no face is tracked, every frame is a detection frame. Failed frames are interpolated
@@ -28,6 +31,7 @@ NOSE, MOUTH = slice(27, 36), slice(48, 68)
 # real clips; replaced per clip by what each detection actually shows (see _Tracker._calibrate)
 DEFAULT_CAL = np.array([-0.02, -0.09, 1.05])
 CONFIRM_IOU = 0.3
+ROI_FACE_PX = 96  # confirmation detections see the tracked face at this size (dlib's HOG window is 80)
 
 
 @dataclass
@@ -36,6 +40,8 @@ class LandmarkParams:
     detect_every: int = 5  # frames between detections while tracking
     detect_max_side: int = 640  # long side of the frame the detector sees
     upsample: int = 0  # dlib HOG upsampling (1 finds faces down to ~40 px at detect scale, ~4x slower)
+    roi_margin: float = 0.35  # confirmations search the tracked box +- this x its side (0: whole frame)
+    full_detect_every: int = 25  # but a whole-frame detection at least this often (counts faces; 0: never)
     smooth_sigma: float = 1.0  # Gaussian temporal smoothing of the points, in frames; 0 disables
     min_detected_fraction: float = 0.5  # below this the clip is rejected
     max_gap: int = 12  # failed runs longer than this are flagged in `long_gap`
@@ -48,7 +54,7 @@ class LandmarkTrack:
     points: np.ndarray  # (T, 68, 2) float32 interpolated + smoothed, complete
     detected: np.ndarray  # (T,) bool: a face was found/confirmed on this frame
     interpolated: np.ndarray  # (T,) bool: == ~detected, points filled from neighbours
-    n_faces: np.ndarray  # (T,) int8 faces seen by the detector, -1 where it did not run
+    n_faces: np.ndarray  # (T,) int8 faces a whole-frame detection saw, -1 where none ran on that frame
     long_gap: np.ndarray  # (T,) bool: inside a failed run longer than max_gap
     params: LandmarkParams = field(default_factory=LandmarkParams)
 
@@ -200,13 +206,30 @@ class _Tracker:
         self.ref = None  # box of the followed face (last known)
         self.pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (k, frame, tracked box)
         self.since = 0  # frames since the last detection
+        self.last_full = -(10 ** 9)  # frame of the last whole-frame detection
 
     def _detect(self, k: int, img: np.ndarray) -> np.ndarray:
         s = min(1.0, self.p.detect_max_side / max(img.shape[:2]))
         small = img if s == 1.0 else cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         boxes = self.b.detect(small) / s
         self.n_faces[k] = min(len(boxes), 127)
+        self.last_full = k
         return boxes
+
+    def _detect_near(self, k: int, img: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Detection in the neighbourhood of `box` (a confirmation while tracking), at the scale that
+        shows that face at ROI_FACE_PX: a fraction of the cost of a whole-frame detection."""
+        side = box[2] - box[0]
+        m = self.p.roi_margin * side
+        H, W = img.shape[:2]
+        x0, y0 = max(int(box[0] - m), 0), max(int(box[1] - m), 0)
+        x1, y1 = min(int(box[2] + m) + 1, W), min(int(box[3] + m) + 1, H)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return np.zeros((0, 4))
+        s = min(1.0, ROI_FACE_PX / max(side, 1.0))
+        roi = img[y0:y1, x0:x1]
+        small = roi if s == 1.0 else cv2.resize(roi, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        return self.b.detect(np.ascontiguousarray(small)) / s + np.array([x0, y0, x0, y0])
 
     def _calibrate(self, box: np.ndarray, pts: np.ndarray) -> None:
         size, c = _size_centre(pts)
@@ -220,7 +243,8 @@ class _Tracker:
             keep = 0
             for i in range(len(self.pending) - 1, -1, -1):
                 k, img, box = self.pending[i]
-                if any(_iou(box, d) >= CONFIRM_IOU for d in self._detect(k, img)):
+                found = self._detect_near(k, img, box) if self.p.roi_margin > 0 else self._detect(k, img)
+                if any(_iou(box, d) >= CONFIRM_IOU for d in found):
                     keep = i + 1
                     break
             self.pending = self.pending[:keep]
@@ -236,7 +260,12 @@ class _Tracker:
                 self.ref = _box_from_points(pts, self.cal)
                 self.pending.append((k, img, self.ref))
                 return
-        boxes = self._detect(k, img)
+        boxes = np.zeros((0, 4))
+        full_due = self.p.full_detect_every > 0 and k - self.last_full >= self.p.full_detect_every
+        if self.prev is not None and self.p.roi_margin > 0 and not full_due:  # confirming: look near the face
+            boxes = self._detect_near(k, img, self.ref)
+        if not len(boxes):
+            boxes = self._detect(k, img)
         self.since = 1
         if len(boxes):
             box = boxes[_choose(boxes, self.ref, img.shape[:2])]
@@ -275,6 +304,96 @@ def _long_gaps(detected: np.ndarray, max_gap: int) -> np.ndarray:
     return flag
 
 
+class LandmarkStream:
+    """Landmarks of one clip fed frame by frame, with the points of early frames available before the
+    clip ends (the single-pass preparation crops them while later frames are still being decoded).
+
+    `push` every output frame in order; `final_until()` is the number of leading frames whose filled
+    (interpolated) points can no longer change; `points(a, b)` gives the smoothed points of [a, b)
+    exactly as `finish()` will, once b + `smooth_reach` <= final_until() (or the clip is complete).
+    """
+
+    def __init__(self, T: int, params: LandmarkParams | None = None, backend=None):
+        self.p = params or LandmarkParams()
+        self.backend = backend or get_backend(self.p)
+        self.T = T
+        self.tr = _Tracker(self.backend, self.p, T)
+        self.alias = np.arange(T)  # output frames that repeat a source frame reuse its result
+        self.n = 0  # frames pushed
+        self._last = None
+        self.filled = np.zeros((T, 68, 2), np.float32)
+        self._filled_until = 0  # filled[:_filled_until] is final
+        self._last_good = -1  # last detected frame below _filled_until
+        self.done = False
+        s = self.p.smooth_sigma
+        self.smooth_reach = int(4.0 * s + 0.5) + 1 if s > 0 else 0  # scipy's truncate=4 kernel radius, +1
+
+    def push(self, k: int, img: np.ndarray) -> None:
+        """Frame k (gray for dlib, RGB for FAN); pass the same object again for a repeated source frame."""
+        if k != self.n:
+            raise ValueError(f"frames must be pushed in order: got {k}, expected {self.n}")
+        self.n += 1
+        if img is self._last:
+            self.alias[k] = self.alias[k - 1]
+            return
+        self._last = img
+        self.tr.step(k, np.ascontiguousarray(img))  # PyAV pads rows: copy once, not per backend call
+
+    def _status_final(self) -> int:
+        """Frames [0, n) whose detected flag is final: those before the first pending tracked frame."""
+        if self.done:
+            return self.T
+        return min(self.tr.pending[0][0], self.n) if self.tr.pending else self.n
+
+    def detected(self, a: int, b: int) -> np.ndarray:
+        return self.tr.detected[self.alias[a:b]]
+
+    def final_until(self) -> int:
+        """Frames [0, e) whose interpolated points are final (e = T once the clip is finished)."""
+        lim = self._status_final()
+        det = self.detected(self._filled_until, lim)
+        good = np.flatnonzero(det) + self._filled_until
+        if self.done or len(good):
+            end = self.T if self.done else int(good[-1]) + 1
+            lo = self._last_good if self._last_good >= 0 else self._filled_until
+            raw = self.tr.raw[self.alias[lo:end]]
+            ok = self.tr.detected[self.alias[lo:end]]
+            if ok.any():
+                self.filled[lo:end] = _fill(raw, ok)
+                self._last_good = lo + int(np.flatnonzero(ok)[-1])
+            self._filled_until = end
+        return self._filled_until
+
+    def points(self, a: int, b: int) -> np.ndarray:
+        """(b - a, 68, 2) float32 smoothed points of frames [a, b) (see the class docstring)."""
+        e, r = self._filled_until, self.smooth_reach
+        if not (self.done or b + r <= e):
+            raise ValueError(f"points [{a}, {b}) not final yet (final until {e}, reach {r})")
+        lo, hi = max(0, a - r), min(e, b + r)
+        pts = self.filled[lo:hi]
+        if self.p.smooth_sigma > 0:
+            pts = gaussian_filter1d(pts, self.p.smooth_sigma, axis=0, mode="nearest")
+        return pts[a - lo:b - lo].astype(np.float32)
+
+    def finish(self) -> LandmarkTrack:
+        """Close the clip; raises ClipError when fewer than `min_detected_fraction` frames show a face."""
+        if self.n != self.T:
+            raise ClipError(f"stream ended after {self.n} of {self.T} frames")
+        self.tr.finish()
+        self.done = True
+        detected, raw = self.tr.detected[self.alias], self.tr.raw[self.alias]
+        n, T, p = int(detected.sum()), self.T, self.p
+        if n == 0:
+            raise ClipError(f"no face detected in any of the {T} frames (landmarks backend {p.backend})",
+                            stage="landmarks")
+        if n / T < p.min_detected_fraction:
+            raise ClipError(f"too few frames with a detected face: {n}/{T} ({n / T:.0%}) < "
+                            f"min_detected_fraction {p.min_detected_fraction:.0%}", stage="landmarks")
+        self.final_until()
+        return LandmarkTrack(raw=raw, points=self.points(0, T), detected=detected, interpolated=~detected,
+                             n_faces=self.tr.n_faces, long_gap=_long_gaps(detected, p.max_gap), params=p)
+
+
 def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | None = None,
                     progress: bool = False) -> LandmarkTrack:
     """Landmarks for every output frame of `index_map` (see g4g.io.video.resample_index), streamed.
@@ -282,36 +401,16 @@ def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | 
     Raises ClipError when fewer than `min_detected_fraction` of the frames show a face.
     """
     p = params or LandmarkParams()
-    backend = get_backend(p)
-    T = len(index_map)
-    tr = _Tracker(backend, p, T)
-    alias = np.arange(T)  # output frames that repeat a source frame reuse its result
-    frames = iter_frames(video_path, index_map, fmt=backend.fmt)
+    stream = LandmarkStream(len(index_map), p)
+    frames = iter_frames(video_path, index_map, fmt=stream.backend.fmt)
     if progress:
         from tqdm import tqdm
 
-        frames = tqdm(frames, total=T, desc=f"landmarks {os.path.basename(str(video_path))}", unit="fr")
-    last = None
+        frames = tqdm(frames, total=len(index_map), desc=f"landmarks {os.path.basename(str(video_path))}",
+                      unit="fr")
     for k, img in frames:
-        if img is last:
-            alias[k] = alias[k - 1]
-            continue
-        last = img
-        tr.step(k, np.ascontiguousarray(img))  # PyAV pads rows: copy once, not per backend call
-    tr.finish()
-    detected, raw = tr.detected[alias], tr.raw[alias]
-    n = int(detected.sum())
-    if n == 0:
-        raise ClipError(f"no face detected in any of the {T} frames (landmarks backend {p.backend})")
-    if n / T < p.min_detected_fraction:
-        raise ClipError(f"too few frames with a detected face: {n}/{T} ({n / T:.0%}) < "
-                        f"min_detected_fraction {p.min_detected_fraction:.0%}")
-    points = _fill(raw, detected)
-    if p.smooth_sigma > 0:
-        points = gaussian_filter1d(points, p.smooth_sigma, axis=0, mode="nearest")
-    return LandmarkTrack(raw=raw, points=points.astype(np.float32), detected=detected,
-                         interpolated=~detected, n_faces=tr.n_faces, long_gap=_long_gaps(detected, p.max_gap),
-                         params=p)
+        stream.push(k, img)
+    return stream.finish()
 
 
 def detect_image_landmarks(img: np.ndarray, params: LandmarkParams | None = None) -> np.ndarray | None:

@@ -186,7 +186,7 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
 
 _PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
 # limited-range luma (16..235) to full-range grey, as swscale's gray conversion does
-_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
 
 def _luma(frame) -> np.ndarray:
@@ -200,7 +200,7 @@ def _luma(frame) -> np.ndarray:
     y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
     if frame.format.name.startswith("yuvj") or frame.color_range == 2:  # already full range
         return np.ascontiguousarray(y)
-    return cv2.LUT(y, _LIMITED_TO_FULL)  # contiguous output
+    return cv2.LUT(y, LIMITED_TO_FULL)  # contiguous output
 
 
 def decode_all(path, index_map=None, fmt="rgb24", size=None) -> np.ndarray:

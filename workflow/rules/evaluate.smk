@@ -10,7 +10,7 @@ rule evaluate:
             config, w.dataset, w.method,
             {"clips": rules.prepare.output.clips.format(dataset=w.dataset),
              "resampled": expand(rules.resample.output.table, dataset=w.dataset, shard=shards(w.dataset)),
-             "frames": expand(rules.crops.output.frames, dataset=w.dataset, shard=shards(w.dataset))},
+             "frames": expand(rules.faces.output.frames, dataset=w.dataset, shard=shards(w.dataset))},
             rules.infer.output.videos, rules.infer.output.index, rules.train.output.model,
             rules.train_sync.output.model)),
     output:

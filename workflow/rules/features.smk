@@ -1,27 +1,4 @@
-# Phase 3: face crops + transforms and mel spectrograms packed in Parquet shards; the clip index.
-
-
-rule crops:
-    input:
-        table=rules.resample.output.table,
-        landmarks=rules.landmarks.output.table,
-    output:
-        frames="results/{dataset}/shards/{shard}.frames.parquet",
-        rejects="results/{dataset}/rejects/crops/{shard}.parquet",
-    params:
-        crop=as_json(config["crop"]),
-    conda:
-        ENV
-    log:
-        "logs/{dataset}/crops/{shard}.log",
-    benchmark:
-        "benchmarks/{dataset}/crops/{shard}.tsv"
-    threads: 2
-    resources:
-        mem_mb=3000,
-    shell:
-        "g4g crops --resampled {input.table} --landmarks {input.landmarks} --params {params.crop}"
-        " --out {output.frames} --rejects {output.rejects} --log {log}"
+# Phase 3: mel spectrograms per clip, and the clip index over the frame and mel shards.
 
 
 rule mels:
@@ -46,11 +23,10 @@ rule mels:
 rule prepare:
     input:
         manifest=rules.scan.output.manifest,
-        frames=per_shard(rules.crops.output.frames),
+        frames=per_shard(rules.faces.output.frames),
         mels=per_shard(rules.mels.output.mels),
         rejects=per_shard([rules.scan.output.rejects, rules.resample.output.rejects,
-                           rules.landmarks.output.rejects, rules.crops.output.rejects,
-                           rules.mels.output.rejects]),
+                           rules.faces.output.rejects, rules.mels.output.rejects]),
     output:
         clips="results/{dataset}/clips.parquet",
         rejects="results/{dataset}/rejects.parquet",

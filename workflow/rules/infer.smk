@@ -11,7 +11,7 @@ rule infer:
     input:
         clips=rules.prepare.output.clips,
         resampled=per_shard(rules.resample.output.table),
-        frames=per_shard(rules.crops.output.frames),
+        frames=per_shard(rules.faces.output.frames),
         model=lambda w: expand(rules.train.output.model, dataset=w.dataset, variant=VARIANT_OF_METHOD[w.method]),
     output:
         videos=directory("results/videos/{dataset}/{method}"),
@@ -41,7 +41,7 @@ rule reference_videos:
     input:
         clips=rules.prepare.output.clips,
         resampled=per_shard(rules.resample.output.table),
-        frames=per_shard(rules.crops.output.frames),
+        frames=per_shard(rules.faces.output.frames),
     output:
         videos=directory("results/videos/{dataset}/{method}"),
         index="results/videos/{dataset}/{method}.index.parquet",
