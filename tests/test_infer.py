@@ -49,6 +49,93 @@ def test_paste_back_of_the_input_crop_reproduces_the_frame():
     assert np.abs(paste_face(frame, small, A).astype(float) - frame).mean() < 4
 
 
+def crop_face_landmarks() -> np.ndarray:
+    """(1, 68, 2) landmarks in 416 x 320 crop pixels: jaw 0..16 on a half ellipse round the lower face
+    (bottom at row 390), nose base p33 at (160, 240); the other points (unused by G) at the crop centre."""
+    lmk = np.full((1, 68, 2), [160.0, 208.0])
+    t = np.linspace(np.pi, 0, 17)  # jaw from the left ear down round the chin to the right ear
+    lmk[0, :17] = np.stack([160 + 130 * np.cos(t), 200 + 190 * np.sin(t)], 1)
+    lmk[0, 33] = [160.0, 240.0]
+    return lmk
+
+
+def frame_and_affine():
+    """A 960 x 720 test frame and the (2, 3) transform of a 1.1 x (320 x 416) crop box at (300, 100)."""
+    import cv2
+    from skimage import data
+
+    from g4g.data.crops import box_to_affine
+
+    frame = cv2.resize(data.astronaut(), (960, 720), interpolation=cv2.INTER_AREA)
+    return frame, box_to_affine(np.array([[300.0, 100.0, 300 + 320 * 1.1, 100 + 416 * 1.1]]))[0]
+
+
+def mask_in_frame(g: np.ndarray, A: np.ndarray, frame_shape) -> np.ndarray:
+    """(H, W) value of the crop-space mask g (416, 320, 1) at each frame pixel (nearest; 0 off the crop)."""
+    ys, xs = np.mgrid[0:frame_shape[0], 0:frame_shape[1]].astype(np.float64)
+    cx = np.round(A[0, 0] * xs + A[0, 1] * ys + A[0, 2]).astype(int)
+    cy = np.round(A[1, 0] * xs + A[1, 1] * ys + A[1, 2]).astype(int)
+    on = (cx >= 0) & (cx < 320) & (cy >= 0) & (cy < 416)
+    return np.where(on, g[np.clip(cy, 0, 415), np.clip(cx, 0, 319), 0], 0.0)
+
+
+def test_lower_face_alpha_is_the_generators_mask_at_the_crop_size():
+    import torch
+
+    from g4g.infer.paste import lower_face_alpha
+    from g4g.models.composite import lower_face_mask
+
+    lmk = crop_face_landmarks()
+    g = lower_face_alpha(lmk)[0, ..., 0]  # (416, 320), rendered at half size and resized
+    full = lower_face_mask(torch.from_numpy(lmk), (416, 320))[0, 0].numpy()
+    assert g.shape == (416, 320) and np.abs(g - full).max() < 0.05
+    assert g[310, 160] == pytest.approx(1.0)  # mouth: > 3 sigma (38 px) inside the hull
+    assert np.all(g[:190] == 0)  # eyes and brows: exactly 0 beyond 3 sigma of the hull
+
+
+def test_paste_through_the_mask_replaces_only_the_lower_face():
+    import cv2
+
+    from g4g.infer.paste import lower_face_alpha, paste_face
+
+    frame, A = frame_and_affine()
+    g = lower_face_alpha(crop_face_landmarks())[0]  # (416, 320, 1)
+    black = np.zeros((104, 80, 3), np.uint8)  # a demo-size "generated" face, far from the frame
+    out = paste_face(frame, black, A, feather=16, mask=g)
+    whole = paste_face(frame, black, A, feather=16)
+    g_at = mask_in_frame(g, A, frame.shape[:2])
+    zero = cv2.dilate((g_at > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0  # 2 px margin: bilinear
+    assert np.array_equal(out[zero], frame[zero])  # G = 0: the frame's own pixels, bit for bit
+    changed = zero & ~np.all(whole == frame, axis=-1)
+    assert changed.sum() > 50_000  # ... which the whole-crop paste replaces (upper face)
+    core = cv2.erode((g_at > 0.999).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert core.sum() > 5_000 and out[core].max() <= 1  # inside G: the face itself (black)
+    assert np.array_equal(out[core], whole[core])
+
+
+def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
+    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.infer.paste import lower_face_alpha
+
+    frame, A = frame_and_affine()
+    lmk = crop_face_landmarks()
+    g_at = mask_in_frame(lower_face_alpha(lmk)[0], A, frame.shape[:2])
+    face = np.zeros((1, 104, 80, 3), np.float32)
+    out = {}
+    for region in ("lower_face", "crop"):
+        engine = Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(paste_region=region, device="cpu"))
+        out[region] = engine.paste([frame], face, A[None], lmk)[0]
+    eyes = (slice(150, 250), slice(400, 560))  # crop rows ~45..136: above G's support
+    assert np.all(g_at[eyes] == 0) and frame[eyes].max() > 100
+    assert np.array_equal(out["lower_face"][eyes], frame[eyes])
+    assert out["crop"][eyes].max() <= 1
+    mouth = (slice(420, 450), slice(460, 500))  # crop rows ~291..318, G = 1
+    assert np.all(g_at[mouth] > 0.999)
+    assert out["lower_face"][mouth].max() <= 1 and np.array_equal(out["lower_face"][mouth], out["crop"][mouth])
+    with pytest.raises(ValueError, match="paste_region"):
+        Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(paste_region="face"))
+
+
 def test_pingpong_plays_forward_then_backward_and_trims():
     from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
 

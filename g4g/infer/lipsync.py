@@ -4,7 +4,8 @@
     audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k
     output frame k shows video frame pingpong(k); 5 references spread evenly over the video
     per chunk: decode -> crop (416 x 320, resized to the model's face size) -> generate in batches
-               (composite and blend are inside the generator) -> paste back (feathered) -> encode
+               (composite and blend are inside the generator) -> paste back (feathered, through the
+               lower-face mask G unless paste_region is "crop") -> encode
     the driving audio is muxed into the mp4.
 
 Frames are streamed in chunks (never the whole video in memory); the generator sees `batch_size`
@@ -27,11 +28,13 @@ import torch
 from g4g.data.crops import CropParams, apply_affine, box_to_affine, crop_boxes, warp_crop
 from g4g.data.mels import MelParams, audio_windows, melspectrogram
 from g4g.infer.frames import ChunkReader
-from g4g.infer.paste import paste_face
+from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
 from g4g.rejects import ClipError
 
 log = logging.getLogger(__name__)
+
+PASTE_REGIONS = ("lower_face", "crop")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class LipsyncParams:
     batch_size: int = 8        # frames per generator call
     chunk_frames: int = 32     # frames decoded, generated, pasted and encoded at a time (memory bound)
     feather: float = 16.0      # paste-back edge ramp, in 416 x 320 crop pixels
+    paste_region: str = "lower_face"  # lower_face: only G (the generated region) replaces the frame | crop
     device: str = "auto"       # auto | cpu | cuda | cuda:N
     amp: bool = True           # bf16 autocast on CUDA
     crf: int = 18              # x264 quality of the output
@@ -121,6 +125,8 @@ class Lipsync:
         self.G = generator.to(self.device).eval()
         self.size = tuple(self.G.cfg.face_size)  # (H, W) of the model's face crop
         self.timings = {k: 0.0 for k in ("decode", "crop", "generate", "paste", "encode")}
+        if params.paste_region not in PASTE_REGIONS:
+            raise ValueError(f"paste_region must be one of {', '.join(PASTE_REGIONS)}, got {params.paste_region!r}")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, params: LipsyncParams = LipsyncParams(),
@@ -163,6 +169,15 @@ class Lipsync:
                 y = self.G(batch)["I_out"]
             out.append((y.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out)
+
+    def paste(self, frames: list[np.ndarray], faces: np.ndarray, affines: np.ndarray,
+              crop_lmk: np.ndarray) -> list[np.ndarray]:
+        """The generated faces (n, H, W, 3) pasted into their frames through the crop transforms (n, 2, 3),
+        feathered at the crop border; with paste_region "lower_face" weighted by G (416 x 320, from the
+        crop landmarks (n, 68, 2), the composite's sigma), so the frame outside G keeps its own pixels."""
+        masks = (lower_face_alpha(crop_lmk, self.G.cfg.mask_sigma_frac) if self.p.paste_region == "lower_face"
+                 else [None] * len(frames))
+        return [paste_face(f, g, A, self.p.feather, mask=m) for f, g, A, m in zip(frames, faces, affines, masks)]
 
     # ------------------------------------------------------------------------------------ one video
     def run(self, video: str | os.PathLike, audio, out: str | os.PathLike, track: Track | None = None,
@@ -229,7 +244,7 @@ class Lipsync:
         t2 = time.perf_counter()
         gen = self.generate(faces, lmk, mels, refs)
         t3 = time.perf_counter()
-        pasted = [paste_face(f, g, track.affine[j], self.p.feather) for f, g, j in zip(frames, gen, idx)]
+        pasted = self.paste(frames, gen, track.affine[idx], track.crop_landmarks[idx])
         t4 = time.perf_counter()
         for f in pasted:
             vw.write(f)

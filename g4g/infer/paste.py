@@ -5,7 +5,9 @@ is inverted: every frame pixel p inside the crop's footprint samples the face at
 face may be at any working size (104 x 80 at the demo scale): its pixels relate to the 416 x 320 crop
 by x_face = (x_crop + 0.5) k - 0.5, k = face width / 320 (pixel centres at integers, as OpenCV).
 The pasted face fades in over `feather` crop pixels from the crop border (a linear ramp), so no seam
-shows; only the footprint region of the frame is touched.
+shows; only the footprint region of the frame is touched. An optional `mask` (416 x 320, in [0, 1])
+weights the face further: with the lower-face mask G (`lower_face_alpha`, as the generator's composite)
+only the regenerated lower face replaces the frame, and the frame outside G stays bit for bit.
 """
 
 from __future__ import annotations
@@ -55,22 +57,48 @@ def feather_alpha(A: np.ndarray, region: tuple[int, int, int, int], feather: flo
     return np.clip(d / feather, 0.0, 1.0)
 
 
+def lower_face_alpha(crop_lmk: np.ndarray, sigma_frac: float = 0.04, div: int = 2,
+                     crop_size: tuple[int, int] = (CROP_H, CROP_W)) -> np.ndarray:
+    """G (g4g.models.composite.lower_face_mask) for (n, 68, 2) landmarks in crop pixels, at the crop size:
+    rendered at 1/div size (smooth, so it upsamples within a few % at the hull border, 30x faster) and
+    resized: (n, H, W, 1) float32 in [0, 1], exactly 0 beyond 3 sigma of the hull."""
+    import torch
+
+    from g4g.models.composite import lower_face_mask
+
+    H, W = crop_size
+    lmk = torch.from_numpy((np.asarray(crop_lmk, np.float64) + 0.5) / div - 0.5)
+    small = lower_face_mask(lmk, (H // div, W // div), sigma_frac)
+    return np.stack([cv2.resize(g, (W, H), interpolation=cv2.INTER_LINEAR) for g in small[:, 0].numpy()])[..., None]
+
+
 def paste_face(frame: np.ndarray, face: np.ndarray, A: np.ndarray, feather: float = 16.0,
-               crop_size: tuple[int, int] = (CROP_H, CROP_W)) -> np.ndarray:
+               crop_size: tuple[int, int] = (CROP_H, CROP_W), mask: np.ndarray | None = None) -> np.ndarray:
     """The frame (H, W, 3) uint8 with `face` (h, w, 3) uint8 or float in [0, 255] pasted through A.
 
-    Returns a new array; pixels outside the crop's footprint are the frame's own, bit for bit.
+    mask: optional (H_c, W_c) or (H_c, W_c, 1) weight of the face in [0, 1] at `crop_size` (e.g. G from
+    `lower_face_alpha`); the frame keeps (1 - mask) of its own pixels. Returns a new array; pixels outside
+    the crop's footprint, or where the mask is 0, are the frame's own, bit for bit.
     """
     out = frame.copy()
     region = footprint(A, frame.shape[:2], crop_size)
     if region is None:
         return out
     x0, y0, x1, y1 = region
-    M = face_affine(A, face.shape[:2], crop_size)
-    M[:, 2] += M[:, 0] * x0 + M[:, 1] * y0  # region pixel (u, v) is frame pixel (x0 + u, y0 + v)
-    warped = cv2.warpAffine(np.ascontiguousarray(face, np.float32), M.astype(np.float32), (x1 - x0, y1 - y0),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    a = feather_alpha(A, region, feather, crop_size)[..., None]
+
+    def to_region(img: np.ndarray, M: np.ndarray, border: int) -> np.ndarray:
+        """img sampled at every region pixel: M maps frame pixels to img pixels."""
+        M = M.copy()
+        M[:, 2] += M[:, 0] * x0 + M[:, 1] * y0  # region pixel (u, v) is frame pixel (x0 + u, y0 + v)
+        return cv2.warpAffine(np.ascontiguousarray(img, np.float32), M.astype(np.float32), (x1 - x0, y1 - y0),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
+
+    warped = to_region(face, face_affine(A, face.shape[:2], crop_size), cv2.BORDER_REPLICATE)
+    a = feather_alpha(A, region, feather, crop_size)
+    if mask is not None:  # the mask lives in crop pixels: A itself maps frame -> mask
+        a = a * to_region(np.asarray(mask, np.float32).reshape(crop_size), np.asarray(A, np.float64),
+                          cv2.BORDER_CONSTANT)
+    a = a[..., None]
     base = frame[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(a * warped + (1 - a) * base + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -1,8 +1,9 @@
 """Trivial baselines, rendered exactly like the model's output so the evaluator treats them alike.
 
-For every test clip and ground-truth frame t, a stand-in face is composited over the frame's own crop
-with the lower-face mask G (filled hull of jaw 2..14 and p33, Gaussian-blurred, as the generator's
-composite) and pasted back through the crop transform with the same feathered edge:
+For every test clip and ground-truth frame t, a stand-in face is pasted back through the crop transform
+with the feathered edge, weighted by the lower-face mask G (filled hull of jaw 2..14 and p33,
+Gaussian-blurred, as the generator's composite), so only the lower face is replaced, exactly as the
+model's output is pasted with `infer.paste_region: lower_face` (the default):
     reference_paste  the crop of one random frame of the same clip (seeded by the clip id): the
                      mouth never moves with the audio, the face is real
     mean_face        the per-pixel mean of all the clip's crops: a blurred, average mouth
@@ -15,7 +16,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from g4g.infer.testset import TestClip, run_clips, stored_track, test_clips
 
@@ -42,25 +42,13 @@ def stand_in_face(clip: TestClip, kind: str, seed: int = 0) -> tuple[np.ndarray,
     raise ValueError(f"unknown reference kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def composite_mask(crop_lmk: np.ndarray, sigma_frac: float = 0.04, div: int = 2) -> np.ndarray:
-    """G for (n, 68, 2) landmarks at 416 x 320: rendered at 1/div size (smooth, so it upsamples within
-    a few % at the hull border, 30x faster) and resized: (n, 416, 320, 1) float32."""
-    import cv2
-
-    from g4g.models.composite import lower_face_mask
-
-    small = lower_face_mask(torch.from_numpy((crop_lmk + 0.5) / div - 0.5), (416 // div, 320 // div), sigma_frac)
-    return np.stack([cv2.resize(g, (320, 416), interpolation=cv2.INTER_LINEAR) for g in small[:, 0].numpy()])[..., None]
-
-
 def render_reference(clip: TestClip, path: Path, kind: str, feather: float = 16.0, seed: int = 0,
                      chunk: int = 32, sigma_frac: float = 0.04, crf: int = 18, preset: str = "veryfast") -> int:
     """Write the baseline video of one clip (its own audio muxed); returns the number of frames."""
     import tempfile
 
-    from g4g.data.crops import warp_crop
     from g4g.infer.frames import ChunkReader
-    from g4g.infer.paste import paste_face
+    from g4g.infer.paste import lower_face_alpha, paste_face
     from g4g.io.audio import write_wav
     from g4g.io.video import VideoWriter
 
@@ -76,10 +64,9 @@ def render_reference(clip: TestClip, path: Path, kind: str, feather: float = 16.
             for c0 in range(0, T, chunk):
                 idx = np.arange(c0, min(T, c0 + chunk))
                 frames = reader.get(idx)
-                G = composite_mask(track.crop_landmarks[idx], sigma_frac)  # (n, 416, 320, 1)
+                G = lower_face_alpha(track.crop_landmarks[idx], sigma_frac)  # (n, 416, 320, 1)
                 for f, g, j in zip(frames, G, idx):
-                    comp = g * face + (1 - g) * warp_crop(f, track.affine[j]).astype(np.float32)
-                    writer.write(paste_face(f, comp, track.affine[j], feather))
+                    writer.write(paste_face(f, face, track.affine[j], feather, mask=g))
     return T
 
 
