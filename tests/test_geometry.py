@@ -5,6 +5,7 @@ import pytest
 
 from g4g.data import crops
 from g4g.data.mels import MelParams, audio_window, audio_windows, melspectrogram, window_start
+from g4g.io.video import Yuv420
 
 
 def face(cx=200.0, top=100.0, r_half=60.0, mouth_w=50.0):
@@ -133,10 +134,13 @@ def test_yuv_region_crop_matches_rgb_crop(rng, box):
 
     h, w = (1080, 1920) if box[0] > 0 and box[2] > 400 else (590, 590)  # 590: U/V rows are not whole
     rgb = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 4)
-    planar = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # (1.5 h, w), the layout PyAV returns
+    planar = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # (1.5 h, w): Y, then U and V back to back
     full = cv2.cvtColor(planar, cv2.COLOR_YUV2RGB_I420)
+    flat, n = planar.ravel(), h * w
+    yuv = Yuv420(flat[:n].reshape(h, w), flat[n:n + n // 4].reshape(h // 2, w // 2),
+                 flat[n + n // 4:].reshape(h // 2, w // 2))
     A = crops.box_to_affine(np.array([box]))[0]
     a = crops.warp_crop(full, A).astype(float)
-    b = crops.crop_yuv420(planar, w, h, A).astype(float)
+    b = crops.crop_yuv420(yuv, A).astype(float)
     assert a.shape == b.shape == (416, 320, 3)
     assert np.abs(a - b).mean() < 1.0

@@ -160,3 +160,22 @@ def test_fast_luma_matches_swscale_gray(tmp_path, size):
     for a, b in zip(ours, ref):
         assert a.shape == b.shape and a.flags.c_contiguous
         assert np.abs(a.astype(int) - b).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(64, 48), (842, 64)])
+def test_raw_yuv420_planes(tmp_path, size):
+    """raw_yuv420p frames: uncopied plane views (842 px rows are padded by the decoder) whose grey equals
+    the gray path and whose RGB is within a few levels of swscale's; other frames stay RGB arrays."""
+    from g4g.io.video import Yuv420
+
+    p = make_video(tmp_path / "y.mp4", n=4, size=size, audio=None)
+    raw = [f for _, f in iter_frames(p, raw_yuv420p=True)]
+    gray = [f for _, f in iter_frames(p, fmt="gray")]
+    rgb = [f for _, f in iter_frames(p, fmt="rgb24")]
+    for r, g, c in zip(raw, gray, rgb):
+        assert isinstance(r, Yuv420) and r.shape == size[::-1] and r.u.shape == (size[1] // 2, size[0] // 2)
+        np.testing.assert_array_equal(r.gray(), g)
+        assert np.abs(r.rgb().astype(int) - c).mean() < 3
+    odd = tmp_path / "o.mp4"  # odd size: written as yuv444p, not eligible
+    write_video(odd, [np.full((49, 65, 3), 128, np.uint8)] * 2, 25)
+    assert all(isinstance(f, np.ndarray) and f.shape == (49, 65, 3) for _, f in iter_frames(odd, raw_yuv420p=True))

@@ -232,3 +232,22 @@ def test_fan_glue_with_random_weights(tmp_path):
     assert backend.detect(img).ndim == 2 and backend.detect(img).shape[1] == 4
     pts = backend.fit(img, np.array([40, 20, 120, 100]))
     assert pts.shape == (68, 2) and pts.dtype == np.float32 and np.isfinite(pts).all()
+
+
+@needs_real
+@pytest.mark.parametrize("name", ["face_a", "face_b", "face_c"])
+def test_fit_on_the_box_neighbourhood_equals_whole_frame_fit(name):
+    """The tracker fits on the box +- FIT_MARGIN cut out of the frame (and expands the limited range of
+    the Y plane only there); the points equal a fit on the whole full-range grey frame."""
+    from g4g.data.landmarks import _Image, _Tracker
+
+    path = REAL / f"{name}.mp4"
+    backend = get_backend(LandmarkParams())
+    tr = _Tracker(backend, LandmarkParams(), 1)
+    raw = dict(iter_frames(path, np.arange(0, 60, 6), raw_yuv420p=True))
+    gray = dict(iter_frames(path, np.arange(0, 60, 6), fmt="gray"))
+    for k, frame in raw.items():
+        whole = np.ascontiguousarray(gray[k])
+        boxes = backend.detect(whole)
+        assert len(boxes), (name, k)
+        np.testing.assert_array_equal(tr._fit(_Image.of(frame, "gray"), boxes[0]), backend.fit(whole, boxes[0]))

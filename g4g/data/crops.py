@@ -90,9 +90,8 @@ def warp_crop(frame: np.ndarray, A: np.ndarray, p: CropParams = CropParams()) ->
     return warp_region(frame[iy0:iy1, ix0:ix1], (ix0, iy0), (x0, y0, x1, y1), A, p)
 
 
-def crop_yuv420(planar: np.ndarray, width: int, height: int, A: np.ndarray,
-                p: CropParams = CropParams()) -> np.ndarray:
-    """Crop from a decoded yuv420p frame (PyAV's planar (1.5 H, W) array) converting only the region.
+def crop_yuv420(frame, A: np.ndarray, p: CropParams = CropParams()) -> np.ndarray:
+    """Crop from a decoded yuv420p frame (g4g.io.video.Yuv420 planes) converting only the region.
 
     Converting a whole 1080p frame to RGB costs more than the rest of the crop stage together; the
     face region is a fraction of it. The colour conversion is OpenCV's BT.601 I420 (what the decoder
@@ -100,19 +99,15 @@ def crop_yuv420(planar: np.ndarray, width: int, height: int, A: np.ndarray,
     """
     import cv2
 
+    height, width = frame.shape
     x0, y0, x1, y1 = _region(A, p)
     ix0, iy0 = max(x0, 0) & ~1, max(y0, 0) & ~1  # chroma is subsampled 2x2: even-aligned region
     ix1, iy1 = min(x1 + (x1 & 1), width & ~1), min(y1 + (y1 & 1), height & ~1)
     if ix1 - ix0 < 2 or iy1 - iy0 < 2:
         raise ValueError("crop region outside the frame")
-    flat = planar.reshape(-1)  # Y (H x W), then U and V (H/2 x W/2 each), back to back
-    n = height * width
-    Y = flat[:n].reshape(height, width)
-    U = flat[n:n + n // 4].reshape(height // 2, width // 2)
-    V = flat[n + n // 4:n + n // 2].reshape(height // 2, width // 2)
     rh, rw = iy1 - iy0, ix1 - ix0
-    i420 = np.concatenate([Y[iy0:iy1, ix0:ix1].ravel(), U[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel(),
-                           V[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel()]).reshape(rh * 3 // 2, rw)
+    i420 = np.concatenate([frame.y[iy0:iy1, ix0:ix1].ravel(), frame.u[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel(),
+                           frame.v[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel()]).reshape(rh * 3 // 2, rw)
     rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
     return warp_region(rgb, (ix0, iy0), (x0, y0, x1, y1), A, p)
 

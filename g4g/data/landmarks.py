@@ -23,7 +23,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from g4g import weights
-from g4g.io.video import iter_frames
+from g4g.io.video import LIMITED_TO_FULL, Yuv420, iter_frames
 from g4g.rejects import ClipError
 
 NOSE, MOUTH = slice(27, 36), slice(48, 68)
@@ -195,6 +195,51 @@ def _choose(boxes: np.ndarray, ref: np.ndarray | None, shape: tuple[int, int]) -
 
 
 # ------------------------------------------------------------------------------------------------ tracking
+FIT_MARGIN = 0.35  # the shape model is fitted on the box +- this x its side, cut out of the frame
+# (its pixel samples stay inside: fits equal whole-frame fits from 0.3 on, on the real clips)
+
+
+class _Image:
+    """A frame as the tracker reads it: a region or a downscaled copy, in the backend's format.
+
+    Wraps an array, or (dlib on yuv420p video) the limited-range Y plane, whose full-range grey is
+    computed only where it is read: a detection's downscaled copy and the neighbourhood of a fit.
+    """
+
+    def __init__(self, img: np.ndarray, limited: bool = False):
+        self.img, self.limited, self.shape = img, limited, img.shape
+
+    @classmethod
+    def of(cls, frame, fmt: str) -> "_Image":
+        """From what iter_frames yields (raw_yuv420p=True): a Yuv420, an RGB array or a grey array."""
+        if isinstance(frame, Yuv420):
+            return cls(frame.y, limited=True) if fmt == "gray" else cls(frame.rgb())
+        if fmt == "gray" and frame.ndim == 3:
+            return cls(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        if fmt != "gray" and frame.ndim == 2:
+            return cls(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB))
+        return cls(frame)
+
+    def _out(self, a: np.ndarray) -> np.ndarray:
+        # contiguous always: PyAV pads rows, and C code such as dlib silently misreads strided arrays
+        return cv2.LUT(a, LIMITED_TO_FULL) if self.limited else np.ascontiguousarray(a)
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self._out(self.img[y0:y1, x0:x1])
+
+    def scaled(self, s: float, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        a = self.img if region is None else self.img[region[1]:region[3], region[0]:region[2]]
+        return self._out(a if s == 1.0 else cv2.resize(a, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+
+
+def _around(box: np.ndarray, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Integer region of `box` grown by `margin` x its side on each side, clipped to the frame."""
+    m = margin * (box[2] - box[0])
+    H, W = shape[:2]
+    return (max(int(box[0] - m), 0), max(int(box[1] - m), 0), min(int(box[2] + m) + 1, W),
+            min(int(box[3] + m) + 1, H))
+
+
 class _Tracker:
     def __init__(self, backend, params: LandmarkParams, T: int):
         self.b, self.p = backend, params
@@ -208,28 +253,26 @@ class _Tracker:
         self.since = 0  # frames since the last detection
         self.last_full = -(10 ** 9)  # frame of the last whole-frame detection
 
-    def _detect(self, k: int, img: np.ndarray) -> np.ndarray:
+    def _fit(self, img: _Image, box: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = _around(box, FIT_MARGIN, img.shape)
+        off = np.array([x0, y0], np.float32)
+        return self.b.fit(img.region(x0, y0, x1, y1), box - np.r_[off, off]) + off
+
+    def _detect(self, k: int, img: _Image) -> np.ndarray:
         s = min(1.0, self.p.detect_max_side / max(img.shape[:2]))
-        small = img if s == 1.0 else cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        boxes = self.b.detect(small) / s
+        boxes = self.b.detect(img.scaled(s)) / s
         self.n_faces[k] = min(len(boxes), 127)
         self.last_full = k
         return boxes
 
-    def _detect_near(self, k: int, img: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def _detect_near(self, k: int, img: _Image, box: np.ndarray) -> np.ndarray:
         """Detection in the neighbourhood of `box` (a confirmation while tracking), at the scale that
         shows that face at ROI_FACE_PX: a fraction of the cost of a whole-frame detection."""
-        side = box[2] - box[0]
-        m = self.p.roi_margin * side
-        H, W = img.shape[:2]
-        x0, y0 = max(int(box[0] - m), 0), max(int(box[1] - m), 0)
-        x1, y1 = min(int(box[2] + m) + 1, W), min(int(box[3] + m) + 1, H)
+        x0, y0, x1, y1 = region = _around(box, self.p.roi_margin, img.shape)
         if x1 - x0 < 16 or y1 - y0 < 16:
             return np.zeros((0, 4))
-        s = min(1.0, ROI_FACE_PX / max(side, 1.0))
-        roi = img[y0:y1, x0:x1]
-        small = roi if s == 1.0 else cv2.resize(roi, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        return self.b.detect(np.ascontiguousarray(small)) / s + np.array([x0, y0, x0, y0])
+        s = min(1.0, ROI_FACE_PX / max(box[2] - box[0], 1.0))
+        return self.b.detect(img.scaled(s, region)) / s + np.array([x0, y0, x0, y0])
 
     def _calibrate(self, box: np.ndarray, pts: np.ndarray) -> None:
         size, c = _size_centre(pts)
@@ -252,9 +295,9 @@ class _Tracker:
             self.detected[k] = True
         self.pending = []
 
-    def step(self, k: int, img: np.ndarray) -> None:
+    def step(self, k: int, img: _Image) -> None:
         if self.prev is not None and self.since < self.p.detect_every:
-            pts = self.b.fit(img, _box_from_points(self.prev, self.cal))
+            pts = self._fit(img, _box_from_points(self.prev, self.cal))
             if _plausible(pts, self.prev, img.shape[:2]):
                 self.raw[k], self.prev, self.since = pts, pts, self.since + 1
                 self.ref = _box_from_points(pts, self.cal)
@@ -269,7 +312,7 @@ class _Tracker:
         self.since = 1
         if len(boxes):
             box = boxes[_choose(boxes, self.ref, img.shape[:2])]
-            pts = self.b.fit(img, box)
+            pts = self._fit(img, box)
         if not len(boxes) or not _plausible(pts, None, img.shape[:2]):  # no face, or a false detection
             self._resolve_pending(False)
             self.prev = None
@@ -328,8 +371,9 @@ class LandmarkStream:
         s = self.p.smooth_sigma
         self.smooth_reach = int(4.0 * s + 0.5) + 1 if s > 0 else 0  # scipy's truncate=4 kernel radius, +1
 
-    def push(self, k: int, img: np.ndarray) -> None:
-        """Frame k (gray for dlib, RGB for FAN); pass the same object again for a repeated source frame."""
+    def push(self, k: int, img) -> None:
+        """Frame k as iter_frames(raw_yuv420p=True) yields it (a Yuv420, or an RGB or grey array);
+        pass the same object again for a repeated source frame."""
         if k != self.n:
             raise ValueError(f"frames must be pushed in order: got {k}, expected {self.n}")
         self.n += 1
@@ -337,7 +381,7 @@ class LandmarkStream:
             self.alias[k] = self.alias[k - 1]
             return
         self._last = img
-        self.tr.step(k, np.ascontiguousarray(img))  # PyAV pads rows: copy once, not per backend call
+        self.tr.step(k, _Image.of(img, self.backend.fmt))
 
     def _status_final(self) -> int:
         """Frames [0, n) whose detected flag is final: those before the first pending tracked frame."""
@@ -402,7 +446,7 @@ def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | 
     """
     p = params or LandmarkParams()
     stream = LandmarkStream(len(index_map), p)
-    frames = iter_frames(video_path, index_map, fmt=stream.backend.fmt)
+    frames = iter_frames(video_path, index_map, fmt="rgb24", raw_yuv420p=True)  # as the faces stage reads
     if progress:
         from tqdm import tqdm
 
@@ -417,13 +461,9 @@ def detect_image_landmarks(img: np.ndarray, params: LandmarkParams | None = None
     """(68, 2) float32 landmarks of the largest, most central face of one RGB or gray image, or None."""
     p = params or LandmarkParams()
     backend = get_backend(p)
-    if backend.fmt == "gray" and img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    elif backend.fmt != "gray" and img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    img = np.ascontiguousarray(img, np.uint8)
+    image = _Image.of(np.asarray(img, np.uint8), backend.fmt)
     tr = _Tracker(backend, p, 1)
-    boxes = tr._detect(0, img)
+    boxes = tr._detect(0, image)
     if not len(boxes):
         return None
-    return backend.fit(img, boxes[_choose(boxes, None, img.shape[:2])])
+    return tr._fit(image, boxes[_choose(boxes, None, image.shape[:2])])

@@ -174,9 +174,9 @@ def frame_columns(pts: np.ndarray, lo: int, a: int, b: int, lm: dict, index_map:
             "box_outside": cropgeo.box_outside(boxes, width, height)}, A
 
 
-def _cut_and_encode(frame: np.ndarray, A: np.ndarray, w: int, h: int, cp: CropStageParams) -> bytes:
-    crop = (cropgeo.crop_yuv420(frame, w, h, A, cp.geometry) if frame.ndim == 2
-            else cropgeo.warp_crop(frame, A, cp.geometry))
+def _cut_and_encode(frame, A: np.ndarray, w: int, h: int, cp: CropStageParams) -> bytes:
+    crop = (cropgeo.warp_crop(frame, A, cp.geometry) if isinstance(frame, np.ndarray)
+            else cropgeo.crop_yuv420(frame, A, cp.geometry))
     return encode_image(crop, cp.codec, cp.quality)
 
 
@@ -240,18 +240,6 @@ class _ClipRows:
             self._flush(len(self.images))
 
 
-def _gray(frame: np.ndarray, height: int) -> np.ndarray:
-    """Grey image for the landmark detector: the Y plane of a planar yuv420p frame (limited range
-    expanded, as `iter_frames(fmt='gray')` does), or the luma of an RGB frame."""
-    import cv2
-
-    from g4g.io.video import LIMITED_TO_FULL
-
-    if frame.ndim == 2:
-        return cv2.LUT(frame[:height], LIMITED_TO_FULL)
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-
-
 def crop_clip(row: dict, lm: dict, cp: CropStageParams, writer: FrameShardWriter, pool=None) -> int:
     """Crops of one clip from landmarks computed before (the two-pass path: `g4g crops`)."""
     from g4g.io.video import iter_frames
@@ -306,11 +294,8 @@ def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool
 
     with writer.clip() as write:
         rows = _ClipRows(write, row["clip_id"], w, h, cp, pool)
-        last = last_gray = None
         for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
-            if frame is not last:
-                last, last_gray = frame, _gray(frame, h)
-            stream.push(k, last_gray)  # the same object again for a repeated source frame
+            stream.push(k, frame)  # a repeated source frame comes as the same object: reused
             if second_pass_from is not None:
                 continue
             buf[k] = frame

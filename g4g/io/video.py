@@ -126,6 +126,44 @@ def resample_index(times: np.ndarray, fps_out: float = 25.0, duration: float | N
     return np.clip(idx, 0, len(times) - 1).astype(np.int32)
 
 
+@dataclass(frozen=True)
+class Yuv420:
+    """A decoded limited-range yuv420p frame, unconverted: views of the decoder's own plane buffers
+    (no copy; rows may be padded, so the views can be strided). Keeping it keeps the frame alive."""
+
+    y: np.ndarray  # (H, W) uint8
+    u: np.ndarray  # (H / 2, W / 2)
+    v: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y.shape
+
+    @property
+    def nbytes(self) -> int:
+        return self.y.nbytes * 3 // 2
+
+    @classmethod
+    def of(cls, frame) -> "Yuv420":
+        w, h = frame.width, frame.height
+        planes = [np.frombuffer(frame.planes[i], np.uint8).reshape(-1, frame.planes[i].line_size)
+                  for i in range(3)]
+        return cls(planes[0][:h, :w], planes[1][:h // 2, :w // 2], planes[2][:h // 2, :w // 2])
+
+    def gray(self) -> np.ndarray:
+        """Full-range grey (contiguous), as `iter_frames(fmt='gray')` gives."""
+        import cv2
+
+        return cv2.LUT(self.y, LIMITED_TO_FULL)
+
+    def rgb(self) -> np.ndarray:
+        """The whole frame as RGB (OpenCV BT.601)."""
+        import cv2
+
+        i420 = np.concatenate([self.y.ravel(), self.u.ravel(), self.v.ravel()])
+        return cv2.cvtColor(i420.reshape(-1, self.y.shape[1]), cv2.COLOR_YUV2RGB_I420)
+
+
 def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fmt: str = "rgb24",
                 size: tuple[int, int] | None = None, rotation: int | None = None,
                 raw_yuv420p: bool = False) -> Iterator[tuple[int, np.ndarray]]:
@@ -135,9 +173,9 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
     frame that several outputs share is converted once and yielded for each. `size` (w, h) scales in
     the decoder's converter (cheap); `fmt` is any PyAV format ('rgb24', 'gray', 'bgr24').
     Rotation metadata is applied so frames come out the way players display them.
-    `raw_yuv420p`: frames that are unrotated, limited-range yuv420p with even sizes come out as the
-    decoder's planar (1.5 H, W) uint8 array, unconverted (2-D; others stay `fmt`, 3-D), for callers
-    that convert only a region (g4g.data.crops.crop_yuv420).
+    `raw_yuv420p`: frames that are unrotated, limited-range yuv420p with even sizes come out as
+    `Yuv420` plane views, unconverted and uncopied (others stay `fmt` arrays), for callers that convert
+    only a region (g4g.data.crops.crop_yuv420).
     """
     with _open(path) as c:
         s = c.streams.video[0]
@@ -158,7 +196,7 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
                         continue
                 if (raw_yuv420p and not rot and frame.format.name == "yuv420p" and size is None
                         and frame.width % 2 == 0 and frame.height % 2 == 0 and frame.color_range != 2):
-                    img = frame.to_ndarray()  # planar (1.5 H, W), unconverted
+                    img = Yuv420.of(frame)
                 else:
                     if fmt == "gray" and size is None and frame.format.name in _PLANAR_YUV:
                         img = _luma(frame)
