@@ -144,3 +144,16 @@ def test_yuv_region_crop_matches_rgb_crop(rng, box):
     b = crops.crop_yuv420(yuv, A).astype(float)
     assert a.shape == b.shape == (416, 320, 3)
     assert np.abs(a - b).mean() < 1.0
+
+
+@pytest.mark.parametrize("yuv", [False, True])
+def test_crop_box_outside_the_frame_is_a_clip_error(yuv):
+    from g4g.rejects import ClipError
+
+    h, w = 64, 96
+    A = crops.box_to_affine(np.array([[500.0, 500.0, 580.0, 604.0]]))[0]  # far right of and below the frame
+    frame = (Yuv420(np.zeros((h, w), np.uint8), np.zeros((h // 2, w // 2), np.uint8),
+                    np.zeros((h // 2, w // 2), np.uint8)) if yuv else np.zeros((h, w, 3), np.uint8))
+    with pytest.raises(ClipError, match="outside the 96x64 frame") as e:
+        crops.crop_yuv420(frame, A) if yuv else crops.warp_crop(frame, A)
+    assert e.value.stage == "crops"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
+from g4g.rejects import ClipError
+
 CROP_H, CROP_W = 416, 320
 R_PX = 128  # r in crop pixels at 416 x 320
 ANCHOR = (160.0, 128.0)  # crop (x, y) of (p33.x, p29.y)
@@ -87,6 +89,8 @@ def warp_crop(frame: np.ndarray, A: np.ndarray, p: CropParams = CropParams()) ->
     x0, y0, x1, y1 = _region(A, p)
     h, w = frame.shape[:2]
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix1 - ix0 < 1 or iy1 - iy0 < 1:
+        raise ClipError(f"crop box {x0, y0, x1, y1} lies outside the {w}x{h} frame", stage="crops")
     return warp_region(frame[iy0:iy1, ix0:ix1], (ix0, iy0), (x0, y0, x1, y1), A, p)
 
 
@@ -104,7 +108,7 @@ def crop_yuv420(frame, A: np.ndarray, p: CropParams = CropParams()) -> np.ndarra
     ix0, iy0 = max(x0, 0) & ~1, max(y0, 0) & ~1  # chroma is subsampled 2x2: even-aligned region
     ix1, iy1 = min(x1 + (x1 & 1), width & ~1), min(y1 + (y1 & 1), height & ~1)
     if ix1 - ix0 < 2 or iy1 - iy0 < 2:
-        raise ValueError("crop region outside the frame")
+        raise ClipError(f"crop box {x0, y0, x1, y1} lies outside the {width}x{height} frame", stage="crops")
     rh, rw = iy1 - iy0, ix1 - ix0
     i420 = np.concatenate([frame.y[iy0:iy1, ix0:ix1].ravel(), frame.u[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel(),
                            frame.v[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel()]).reshape(rh * 3 // 2, rw)
