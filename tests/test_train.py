@@ -105,6 +105,35 @@ def test_sync_samples(synth):
     assert 0.25 < np.mean(labels) < 0.75
 
 
+def test_batchnorm_recalibration_matches_the_batch_statistics(synth):
+    """After precise BN on one batch, the eval-mode expert scores that batch as the train-mode expert does
+    (batch statistics); with the stale running statistics it does not. Momenta and mode are restored."""
+    from torch.utils.data import default_collate
+
+    from g4g.train.data import read_clips
+    from g4g.train.sync import SyncSamples, build_expert, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    expert = build_expert(SyncParams(width=0.125, mouth_size=64))
+    bns = [m for m in expert.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:  # stale statistics, as an EMA far behind the weights
+        m.running_mean.fill_(0.5)
+        m.running_var.fill_(4.0)
+    ds = SyncSamples(read_clips(str(synth)), mouth_size=64, seed=1)
+    b = default_collate([ds[j] for j in range(16)])
+    mouths = b["mouths"].float() / 255.0
+    with torch.no_grad():
+        batch_stats = expert.train()(mouths, b["A"])
+        expert.eval()
+        assert (expert(mouths, b["A"]) - batch_stats).abs().max() > 0.05
+        before = [m.running_var.clone() for m in bns]
+        assert recalibrate_batchnorm(expert, ds, batches=0, batch=16, device="cpu") == 0  # off: untouched
+        assert all(torch.equal(m.running_var, v) for m, v in zip(bns, before))
+        assert recalibrate_batchnorm(expert, ds, batches=1, batch=16, device="cpu") == 16
+        assert not expert.training and all(m.momentum == 0.1 for m in bns)
+        torch.testing.assert_close(expert(mouths, b["A"]), batch_stats, atol=2e-3, rtol=0)
+
+
 def test_params_resolve_demo_overrides():
     from g4g.config import ROOT, load, section
     from g4g.train.commands import load_params

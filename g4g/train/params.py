@@ -141,6 +141,8 @@ class SyncParams:
     log_every: int = 50
     eval_clips: int = 0
     eval_windows: int = 64                # centre frames per held-out clip for the accuracy check
+    bn_recalibrate: int = 20              # batches of fresh training samples that re-estimate the BatchNorm
+                                          # statistics of the final weights (precise BN; 0 = keep the EMA)
 
     def __post_init__(self):
         self.betas, self.crop_scale = tuple(self.betas), tuple(self.crop_scale)

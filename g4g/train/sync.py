@@ -7,6 +7,7 @@ BCE on the cosine. To resume, run the same command again.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -77,6 +78,37 @@ class SyncSamples(Dataset):
             shift = int(shifted_frames(rng, np.array([t]), n, self.min_shift, 1)[0, 0]) - t
         z = float(rng.uniform(*self.crop_scale)) / 1.05 if self.crop_scale else 1.0
         return self.item(ci, t, shift, z)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(expert: torch.nn.Module, ds: SyncSamples, batches: int, batch: int, device,
+                          memory_format=torch.contiguous_format, amp: bool = False) -> int:
+    """Precise BN: replace the running mean/var of every BatchNorm layer by their plain average over
+    `batches` training batches (samples ds[0 ..]) forwarded through the final weights in train mode.
+
+    The running statistics of training are an EMA (momentum 0.1) over weights that kept changing; after a
+    short schedule they lag the final weights and the eval-mode expert falls to chance while the same
+    weights separate in-sync pairs with batch statistics. Returns the number of samples used (0: no BN).
+    """
+    from torch.utils.data import default_collate
+
+    bns = [m for m in expert.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return 0
+    was_training, momenta = expert.training, [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+    expert.train()
+    for i in range(batches):
+        b = default_collate([ds[i * batch + j] for j in range(batch)])
+        mouths = (b["mouths"].to(device).float() / 255.0).contiguous(memory_format=memory_format)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            expert(mouths, b["A"].to(device))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    expert.train(was_training)
+    return batches * batch
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,6 +214,10 @@ def train_sync(
 
     metrics = {"step": step}
     if d.main:
+        calib = copy.copy(ds)  # same clips, augmentation and decoded-frame cache ...
+        calib.stream = 1  # ... on a sample stream of its own
+        metrics["bn_recalibration_samples"] = recalibrate_batchnorm(expert, calib, p.bn_recalibrate, p.batch,
+                                                                    d.device, fmt, d.cuda and p.amp)
         held = held_out_clips(clips_parquet, p.eval_clips)
         if held:
             metrics.update(sync_accuracy(expert, held, p.mouth_size, p.eval_windows, p.min_shift, seed, d.device))
