@@ -24,6 +24,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 	$(BIN)/snakemake --cores $(CORES) $(TARGET) --report results/report.html
+	@$(BIN)/g4g show-table results/table1.csv results/table2.csv
 	@echo "report: $(abspath results/report.html)"
 
 test: venv

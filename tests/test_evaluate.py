@@ -167,3 +167,26 @@ def test_tables_hold_the_papers_rows_labelled(tmp_path):
     write_markdown(rows2, TABLE2_COLUMNS, tmp_path / "t2.md", "Table 2")
     md = (tmp_path / "t2.md").read_text()
     assert "| hdtf | g4g_wo_fusion | w/o fusion | paper | 25.7960 |" in md
+
+    # what `make demo` prints: identity and filled metric columns, notes by number
+    from g4g.evaluate.tables import TABLE1_COLUMNS, format_table, write_csv
+
+    write_csv(rows1, TABLE1_COLUMNS, tmp_path / "t1.csv")
+    text = format_table(tmp_path / "t1.csv")
+    lines = text.splitlines()
+    assert lines[1].split() == ["dataset", "method", "source", "PSNR", "SSIM", "LPIPS", "MSE", "LSE-D", "LSE-C",
+                                "notes"]
+    assert lines[3].split() == ["demo", "g4g", "this", "run", "25.0000"]
+    assert "hdtf     g4g" in text and "27.5560" in text and f"[1] {paper.NOTE}" in text
+    assert format_table(tmp_path / "t1.csv", source="this run").count("\n") == 3  # path, header, rule, 1 row
+
+
+def test_table1_lists_every_trained_variant_and_the_references():
+    from g4g.evaluate.wiring import methods
+
+    cfg = {"variants": ["full", "wo_alignment", "wo_fusion"], "dataset": "demo",
+           "evaluate": {"references": ["ground_truth", "reference_paste"], "external_methods": {"wav2lip": "x"},
+                        "table_datasets": []}}
+    m = methods(cfg)
+    assert m["table1"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion", "ground_truth", "reference_paste", "wav2lip"]
+    assert m["table2"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion"] and m["datasets"] == ["demo"]

@@ -61,6 +61,12 @@ def cmd_tables(a) -> None:
     print(a.table1)
 
 
+def cmd_show_table(a) -> None:
+    from g4g.evaluate.tables import format_table
+
+    print("\n\n".join(format_table(t, a.source) for t in a.tables))
+
+
 def register(sub) -> None:
     """Add the evaluation subcommands to g4g's argparse subparsers."""
     p = _common(sub.add_parser("evaluate", help="score one method's test videos against the ground truth"))
@@ -77,6 +83,11 @@ def register(sub) -> None:
     p.add_argument("--strip", help="PNG strip ground truth | generated | difference")
     p.add_argument("--tracking", help="JSON of the tracking section (default: params.yaml `tracking`)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("show-table", help="print results/table1.csv or table2.csv as aligned text")
+    p.add_argument("tables", nargs="+", help="table CSVs")
+    p.add_argument("--source", help="only rows of this source (e.g. 'this run')")
+    p.set_defaults(fn=cmd_show_table)
 
     p = _common(sub.add_parser("tables", help="table1/table2 (CSV + Markdown), DVC metrics, charts"))
     p.add_argument("--summaries", nargs="+", required=True, help="method summary JSONs")

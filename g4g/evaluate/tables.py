@@ -117,3 +117,30 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
                 w.writerows(plot_rows(rows, metric))
             bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png")
     return rows1, rows2
+
+
+def format_table(path: str | Path, source: str | None = None) -> str:
+    """A table CSV as aligned text for the terminal: identity and metric columns that have a value
+    (4 decimals), without the weights/notes columns; their distinct notes follow, numbered."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if source is None or r["source"] == source]
+    if not rows:
+        return f"{path}: no rows"
+    ident = [c for c in ("dataset", "method", "variant", "source") if c in rows[0]]
+    metrics = [c for c in rows[0] if c in COLUMNS and any(r[c] for r in rows)]
+
+    def fmt(v: str) -> str:
+        try:
+            return f"{float(v):.4f}"
+        except ValueError:
+            return v
+
+    notes = list(dict.fromkeys(r["notes"] for r in rows if r.get("notes")))
+    table = [ident + metrics + ["notes"]]
+    table += [[r[c] for c in ident] + [fmt(r[c]) for c in metrics]
+              + [f"[{notes.index(r['notes']) + 1}]" if r.get("notes") else ""] for r in rows]
+    width = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = ["  ".join(v.ljust(w) if i < len(ident) else v.rjust(w) for i, (v, w) in enumerate(zip(line, width)))
+             for line in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join([str(path), *lines, *(f"[{i + 1}] {n}" for i, n in enumerate(notes))])

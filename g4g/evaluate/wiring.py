@@ -17,13 +17,14 @@ def section_for(config: dict, dataset: str, name: str) -> dict:
 
 
 def methods(config: dict) -> dict[str, list[str]]:
-    """Method names: model (one per trained variant), baseline videos, external, and the table rows."""
+    """Method names: model (one per trained variant), baseline videos, external, and the table rows
+    (table 1: every trained variant, the references and the external methods; table 2: the variants)."""
     model = [METHOD_OF_VARIANT[v] for v in config["variants"]]
     refs = list(config["evaluate"]["references"])
     external = list(config["evaluate"]["external_methods"])
     return {"model": model, "baselines": [r for r in refs if r != "ground_truth"], "external": external,
             "evaluated": model + refs + external,
-            "table1": [m for m in ("g4g",) if m in model] + refs + external, "table2": model,
+            "table1": model + refs + external, "table2": model,
             "datasets": list(config["evaluate"]["table_datasets"] or [config["dataset"]])}
 
 
