@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,10 @@ def training_loop(
                    perceptual.to(d.device) if perceptual is not None else None, amp=d.cuda and train.amp)
     sched_g = torch.optim.lr_scheduler.LambdaLR(n.opt_g, StageSchedule(train))
     sched_d = torch.optim.lr_scheduler.LambdaLR(n.opt_d, StageSchedule(train))
+    # the discriminators' schedule follows the global step even while they are idle (a stage without
+    # the GAN), so torch's "scheduler stepped before optimizer" warning is expected there, not a bug
+    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                            category=UserWarning)
     parts = {"G": n.G, "D_frame": n.D_f, "D_temporal": n.D_t, "opt_g": n.opt_g, "opt_d": n.opt_d,
              "sched_g": sched_g, "sched_d": sched_d}
     state, step = run.resume(), 0
