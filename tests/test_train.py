@@ -270,6 +270,13 @@ def test_resume_equals_straight_run(synth, expert_file, tmp_path):
     for k, v in g_a["generator"].items():
         assert torch.allclose(v.float(), g_b["generator"][k].float(), atol=1e-6), k
     assert m_a["psnr_model"] == pytest.approx(m_b["psnr_model"], abs=1e-4)
+    # Snakemake deletes a job's outputs before re-running it: the finished run resumes at its last step
+    # and publishes its whole loss history again
+    for f in ("model.pt", "losses.csv", "metrics.json"):
+        (tmp_path / "b" / f).unlink()
+    m_c = training_loop(str(synth), tmp_path / "b", tmp_path / "b" / "model.pt", tracking={"mlflow": False}, **kw)
+    assert _rows(tmp_path / "b" / "losses.csv") == rows_b and (tmp_path / "b" / "model.pt").exists()
+    assert m_c["psnr_model"] == pytest.approx(m_b["psnr_model"], abs=1e-6)
     # every output of a run without VGG weights says so
     assert g_b["meta"]["perceptual"] == "off (no VGG weights)"
     assert "off (no VGG weights)" in (tmp_path / "b" / "config.yaml").read_text()

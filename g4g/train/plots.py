@@ -76,7 +76,7 @@ def training_curves(losses_csv: str | Path, path: str | Path, title: str = "",
     ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     lo, hi = np.inf, 0.0
     for k in keys:
-        y = np.asarray(cols[k], dtype=float)
+        y = np.asarray(cols.get(k, []), dtype=float)
         ok = np.isfinite(y)
         if ok.sum() == 0:
             continue

@@ -2,8 +2,11 @@
 
 A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
     config.yaml                the resolved config + provenance (written at start, before any step)
-    losses.csv                 one row per step
-    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`; resuming needs the same fingerprint
+    losses.csv                 one row per step: a copy of the live log, refreshed every `log_every` steps
+    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and losses.csv, the live log; resuming
+                               needs the same fingerprint
+The live log sits beside the checkpoints because Snakemake deletes a job's declared outputs (the
+published losses.csv among them) before it re-runs the job: a resumed run keeps its history.
 The fingerprint hashes everything that defines the run (config without runtime knobs, data hash), so a
 rerun of the same command resumes and a changed config starts afresh in its own folder.
 """
@@ -56,7 +59,8 @@ class TrainingRun:
         from g4g.utils import write_text
 
         write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        self.losses = LossLog(self.dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
+        self.losses = LossLog(self.ckpt_dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
+        self.publish_losses()
         self.tracker = Tracker(self.tracking.get("mlflow", True), self.tracking.get("uri"),
                                self.tracking.get("experiment", "G4G"))
         self.run_id = self.tracker.start(self.name, self.params, self.tags, run_id=(state or {}).get("mlflow_run_id"))
@@ -71,7 +75,7 @@ class TrainingRun:
         self.losses.write({"step": step, **row})
         self.tracker.log_metrics(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
         if step % self.log_every == 0:
-            self.losses.flush()
+            self.publish_losses()
             self.tracker.flush()
             msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
             log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
@@ -80,13 +84,25 @@ class TrainingRun:
         """Checkpoint at `step` (rank 0): atomically, then prune; also flushes the logs."""
         if not self.dist.main:
             return
-        self.losses.flush()
+        self.publish_losses()
         self.tracker.flush()
         state = {**state, "step": step, "fingerprint": self.fp, "mlflow_run_id": self.run_id,
                  "rng": ck.rng_state(), "meta": self.tags}
         path = ck.save_checkpoint(ck.checkpoint_path(self.ckpt_dir, step), state)
         ck.prune(self.ckpt_dir, self.keep)
         log.info("checkpoint %s", path)
+
+    def publish_losses(self) -> None:
+        """Flush the live log and copy it to the run folder's losses.csv (atomically; rank 0)."""
+        if not self.dist.main or self.losses is None:
+            return
+        import shutil
+
+        from g4g.utils import atomic_path
+
+        self.losses.flush()
+        with atomic_path(self.dir / "losses.csv") as tmp:
+            shutil.copyfile(self.losses.path, tmp)
 
     # -- end ----------------------------------------------------------------------------------------------
 
@@ -102,6 +118,7 @@ class TrainingRun:
     def close(self, status: str = "FINISHED") -> None:
         if self.dist.main:
             if self.losses is not None:
+                self.publish_losses()
                 self.losses.close()
             if self.tracker is not None:
                 self.tracker.end(status)
