@@ -178,12 +178,8 @@ def training_loop(
                 if d.main and train.sample_every and step % train.sample_every == 0:
                     _save_samples(run, b, o, step)
                 stop = dist.any_rank(pre.requested or step == stop_at, d)
-                if step % train.checkpoint_every == 0 or step == train.total_steps or stop or step == end:
-                    run.save(step, checkpoint_state())
-                if stop and step < train.total_steps:
-                    run.close("KILLED" if pre.requested else "FINISHED")
-                    if pre.requested:
-                        raise ck.Preempted(pre.exit_code)
+                if run.end_step(step, train.checkpoint_every, train.total_steps, stop, pre, checkpoint_state,
+                                force=step == end):  # a checkpoint closes every stage
                     return {"step": step}
                 t_last = time.time()
             begin = end

@@ -92,6 +92,20 @@ class TrainingRun:
         ck.prune(self.ckpt_dir, self.keep)
         log.info("checkpoint %s", path)
 
+    def end_step(self, step: int, every: int, total: int, stop: bool, pre: ck.Preemption, state,
+                 force: bool = False) -> bool:
+        """The end of a training step, shared by both loops: checkpoint (`state()`) every `every` steps,
+        at step `total`, when `force`d and when stopping. Returns True when the loop must return now
+        (stopped before `total`); after a preemption request, raises ck.Preempted once saved."""
+        if step % every == 0 or step == total or stop or force:
+            self.save(step, state())
+        if stop and step < total:
+            self.close("KILLED" if pre.requested else "FINISHED")
+            if pre.requested:
+                raise ck.Preempted(pre.exit_code)
+            return True
+        return False
+
     def publish_losses(self) -> None:
         """Flush the live log and copy it to the run folder's losses.csv (atomically; rank 0)."""
         if not self.dist.main or self.losses is None:

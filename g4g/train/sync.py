@@ -203,12 +203,7 @@ def train_sync(
                    "lr": p.lr, "data_s": t_data, "step_s": time.time() - t_last}
             run.log(step, row)
             stop = dist.any_rank(pre.requested or step == stop_at, d)
-            if step % p.checkpoint_every == 0 or step == p.steps or stop:
-                run.save(step, ckpt())
-            if stop and step < p.steps:
-                run.close("KILLED" if pre.requested else "FINISHED")
-                if pre.requested:
-                    raise ck.Preempted(pre.exit_code)
+            if run.end_step(step, p.checkpoint_every, p.steps, stop, pre, ckpt):
                 return {"step": step}
             t_last = time.time()
 
