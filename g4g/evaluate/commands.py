@@ -13,16 +13,13 @@ import argparse
 import json
 import logging
 
-from g4g.infer.commands import set_threads
+from g4g.infer.commands import job_args, set_threads
 
 log = logging.getLogger("g4g")
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--log", help="also write the log to this file")
-    p.add_argument("--params", default="{}", help="JSON object: {'evaluate': {...}, 'mel': {...}}")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and OpenCV (default: theirs)")
-    return p
+    return job_args(p, "JSON object: {'evaluate': {...}, 'mel': {...}}")
 
 
 def cmd_evaluate(a) -> None:

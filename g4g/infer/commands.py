@@ -19,11 +19,16 @@ import logging
 log = logging.getLogger("g4g")
 
 
-def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def job_args(p: argparse.ArgumentParser, params_help: str) -> argparse.ArgumentParser:
+    """--log, --params and --threads: what every inference and evaluation job takes."""
     p.add_argument("--log", help="also write the log to this file")
-    p.add_argument("--params", default="{}", help="JSON object: {'infer': {...}, 'mel': {...}, ...}")
+    p.add_argument("--params", default="{}", help=params_help)
     p.add_argument("--threads", type=int, help="CPU threads for torch and OpenCV (default: theirs)")
     return p
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return job_args(p, "JSON object: {'infer': {...}, 'mel': {...}, ...}")
 
 
 def set_threads(n: int | None) -> None:
