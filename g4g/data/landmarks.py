@@ -392,6 +392,13 @@ class LandmarkStream:
     def detected(self, a: int, b: int) -> np.ndarray:
         return self.tr.detected[self.alias[a:b]]
 
+    def landmark_columns(self, a: int, b: int) -> dict[str, np.ndarray]:
+        """landmarks_raw (NaN where not detected), detected and n_faces of frames [a, b), whose
+        detected flags are final (b <= final_until())."""
+        det = self.detected(a, b)
+        raw = np.where(det[:, None, None], self.tr.raw[self.alias[a:b]], np.nan).astype(np.float32)
+        return {"landmarks_raw": raw, "detected": det, "n_faces": self.tr.n_faces[a:b]}
+
     def final_until(self) -> int:
         """Frames [0, e) whose interpolated points are final (e = T once the clip is finished)."""
         lim = self._status_final()
@@ -400,10 +407,9 @@ class LandmarkStream:
         if self.done or len(good):
             end = self.T if self.done else int(good[-1]) + 1
             lo = self._last_good if self._last_good >= 0 else self._filled_until
-            raw = self.tr.raw[self.alias[lo:end]]
-            ok = self.tr.detected[self.alias[lo:end]]
+            ok = self.detected(lo, end)
             if ok.any():
-                self.filled[lo:end] = _fill(raw, ok)
+                self.filled[lo:end] = _fill(self.tr.raw[self.alias[lo:end]], ok)
                 self._last_good = lo + int(np.flatnonzero(ok)[-1])
             self._filled_until = end
         return self._filled_until

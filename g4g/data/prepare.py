@@ -174,7 +174,7 @@ def frame_columns(pts: np.ndarray, lo: int, a: int, b: int, lm: dict, index_map:
             "box_outside": cropgeo.box_outside(boxes, width, height)}, A
 
 
-def _cut_and_encode(frame, A: np.ndarray, w: int, h: int, cp: CropStageParams) -> bytes:
+def _cut_and_encode(frame, A: np.ndarray, cp: CropStageParams) -> bytes:
     crop = (cropgeo.warp_crop(frame, A, cp.geometry) if isinstance(frame, np.ndarray)
             else cropgeo.crop_yuv420(frame, A, cp.geometry))
     return encode_image(crop, cp.codec, cp.quality)
@@ -184,8 +184,8 @@ class _ClipRows:
     """Rows of one clip gathered into row groups: columns arrive by frame range, crops frame by frame
     (cut and encoded on `pool` threads when given; OpenCV releases the GIL, so they overlap tracking)."""
 
-    def __init__(self, write, clip_id: str, width: int, height: int, cp: CropStageParams, pool=None):
-        self.write, self.clip_id, self.w, self.h, self.cp, self.pool = write, clip_id, width, height, cp, pool
+    def __init__(self, write, clip_id: str, cp: CropStageParams, pool=None):
+        self.write, self.clip_id, self.cp, self.pool = write, clip_id, cp, pool
         self.cols: list[dict] = []
         self.images: list = []  # bytes or futures, in frame order
         self.next_cols = self.next_image = self.flushed = 0
@@ -207,10 +207,10 @@ class _ClipRows:
         assert k == self.next_image < self.next_cols, "images must follow their columns, in frame order"
         A = self.affine[k - self.flushed]
         if self.pool is None:
-            self.images.append(_cut_and_encode(frame, A, self.w, self.h, self.cp))
+            self.images.append(_cut_and_encode(frame, A, self.cp))
             self.resolved += 1
         else:
-            self.images.append(self.pool.submit(_cut_and_encode, frame, A, self.w, self.h, self.cp))
+            self.images.append(self.pool.submit(_cut_and_encode, frame, A, self.cp))
             self._resolve(len(self.images) - self.in_flight)  # bounds the decoded frames held by the pool
         self.next_image += 1
         if len(self.images) >= self.cp.row_group_frames:
@@ -248,7 +248,7 @@ def crop_clip(row: dict, lm: dict, cp: CropStageParams, writer: FrameShardWriter
     T = len(pts)
     index_map = np.asarray(row["index_map"], dtype=np.int32)
     with writer.clip() as write:
-        rows = _ClipRows(write, row["clip_id"], row["width"], row["height"], cp, pool)
+        rows = _ClipRows(write, row["clip_id"], cp, pool)
         rows.columns(*frame_columns(pts, 0, 0, T, lm, index_map, cp.geometry, row["width"], row["height"]))
         for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
             rows.image(k, frame)
@@ -265,10 +265,9 @@ def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool
     two-pass `landmark_clip` + `crop_clip`. When the buffer would exceed `cp.buffer_mb` (a long run of
     frames with no face), it is dropped and the remaining crops are cut in a second decode pass.
     """
-    from g4g.data.landmarks import LandmarkParams, LandmarkStream
+    from g4g.data.landmarks import LandmarkStream
     from g4g.io.video import iter_frames
 
-    lp = lp or LandmarkParams()
     index_map = np.asarray(row["index_map"], dtype=np.int32)
     T, w, h, geo = len(index_map), row["width"], row["height"], cp.geometry
     stream = LandmarkStream(T, lp)
@@ -283,17 +282,14 @@ def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool
         if upto <= a:
             return
         lo, hi = max(0, a - R), min(T, upto + R)
-        sel = stream.alias[a:upto]
-        det = stream.tr.detected[sel]
-        raw = np.where(det[:, None, None], stream.tr.raw[sel], np.nan).astype(np.float32)
-        lm = {"landmarks_raw": raw, "detected": det, "n_faces": stream.tr.n_faces[a:upto]}
-        rows.columns(*frame_columns(stream.points(lo, hi), lo, a, upto, lm, index_map, geo, w, h))
-        for k in range(a, upto):
-            if second_pass_from is None:
+        rows.columns(*frame_columns(stream.points(lo, hi), lo, a, upto, stream.landmark_columns(a, upto),
+                                    index_map, geo, w, h))
+        if second_pass_from is None:  # else the second pass brings the frames
+            for k in range(a, upto):
                 rows.image(k, buf.pop(k))
 
     with writer.clip() as write:
-        rows = _ClipRows(write, row["clip_id"], w, h, cp, pool)
+        rows = _ClipRows(write, row["clip_id"], cp, pool)
         for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
             stream.push(k, frame)  # a repeated source frame comes as the same object: reused
             if second_pass_from is not None:
