@@ -26,7 +26,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	   echo "error: building $(VENV) needs about $$(( (need - avail) / 1048576 + 1 )) GiB more free disk ($$(( avail / 1048576 )) GiB free under $$where)." >&2; \
 	   echo "       Free some space, or put the venv elsewhere: make test VENV=/path/with/space/venv" >&2; exit 1; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-cache-dir --no-deps -r requirements.lock
+	@# this machine's pip.conf lists extra local indexes that lack most packages: pip warns once per
+	@# package and per index, hundreds of lines that would bury a real error; only those lines are dropped
+	set -o pipefail; $(BIN)/python -m pip install -q --no-cache-dir --no-deps -r requirements.lock 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
