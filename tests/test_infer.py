@@ -136,6 +136,53 @@ def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
         Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(paste_region="face"))
 
 
+def fixed_track(n: int):
+    """A Track of n frames with frame_and_affine's crop and crop_face_landmarks (no landmark detection)."""
+    from g4g.infer.lipsync import Track
+
+    _, A = frame_and_affine()
+    return Track(np.arange(n), np.repeat(A[None], n, 0), np.repeat(crop_face_landmarks(), n, 0).astype(np.float32))
+
+
+def test_overlapped_chunks_render_the_serial_frames_in_order(tiny_checkpoint, tmp_path, monkeypatch):
+    """Decode/crop ahead and paste/encode behind in threads (several paste threads, 7 chunks): the frames
+    that reach the encoder are the serial run's, bit for bit and in the same order."""
+    import hashlib
+
+    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.io.video import VideoWriter
+
+    video = make_video(tmp_path / "v.mp4", n=25, size=(960, 720))
+    seen: list[str] = []
+    write = VideoWriter.write
+    monkeypatch.setattr(VideoWriter, "write", lambda self, f: (seen.append(hashlib.sha1(f.tobytes()).hexdigest()),
+                                                             write(self, f))[1])
+    runs = {}
+    for overlap, threads in ((False, 1), (True, 3)):
+        seen.clear()
+        p = LipsyncParams(device="cpu", chunk_frames=4, overlap=overlap, paste_threads=threads)
+        engine = Lipsync.from_checkpoint(tiny_checkpoint, p)
+        stats = engine.run(video, video, tmp_path / f"o{overlap}.mp4", track=fixed_track(25), progress=False)
+        runs[overlap] = list(seen)
+        assert stats["n_frames"] == 25 and all(v > 0 for v in engine.timings.values())
+    assert len(runs[True]) == 25 and len(set(runs[True])) > 1
+    assert runs[True] == runs[False]
+
+
+def test_a_failure_in_a_worker_thread_reaches_the_caller(tiny_checkpoint, tmp_path):
+    """The read-ahead thread hits the end of a 12-frame video at frame 12 of a 25-frame track: the run
+    raises that ClipError (not a hang, not a short video) and leaves no output file."""
+    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.rejects import ClipError
+
+    video = make_video(tmp_path / "short.mp4", n=12, size=(960, 720))
+    audio = make_video(tmp_path / "audio.mp4", n=25, size=(64, 48))
+    engine = Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(device="cpu", chunk_frames=4))
+    with pytest.raises(ClipError, match="stream ended"):
+        engine.run(video, audio, tmp_path / "out.mp4", track=fixed_track(25), progress=False)
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_pingpong_plays_forward_then_backward_and_trims():
     from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
 

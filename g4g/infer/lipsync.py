@@ -9,7 +9,11 @@
     the driving audio is muxed into the mp4.
 
 Frames are streamed in chunks (never the whole video in memory); the generator sees `batch_size`
-frames per call, in bf16 on CUDA. Bad input raises ClipError with a reason a user can act on.
+frames per call, in bf16 on CUDA. With `overlap` (the default) the chunks flow through three threads:
+while the generator works on chunk i, one thread decodes and crops chunk i + 1 and another pastes and
+encodes chunk i - 1 (OpenCV, PyAV, numpy and the ffmpeg pipe release the GIL), so the wall time is
+close to the slowest stage instead of the sum; the output is bit for bit the serial one. At most three
+chunks are in memory. Bad input raises ClipError with a reason a user can act on.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ PASTE_REGIONS = ("lower_face", "crop")
 class LipsyncParams:
     batch_size: int = 8        # frames per generator call
     chunk_frames: int = 32     # frames decoded, generated, pasted and encoded at a time (memory bound)
+    overlap: bool = True       # decode/crop the next chunk and paste/encode the previous one in two threads
+    paste_threads: int = 1     # threads pasting the frames of one chunk (GPU machines: the CPU side's limit)
     feather: float = 16.0      # paste-back edge ramp, in 416 x 320 crop pixels
     paste_region: str = "lower_face"  # lower_face: only G (the generated region) replaces the frame | crop
     device: str = "auto"       # auto | cpu | cuda | cuda:N
@@ -171,13 +177,18 @@ class Lipsync:
         return np.concatenate(out)
 
     def paste(self, frames: list[np.ndarray], faces: np.ndarray, affines: np.ndarray,
-              crop_lmk: np.ndarray) -> list[np.ndarray]:
+              crop_lmk: np.ndarray, pool=None) -> list[np.ndarray]:
         """The generated faces (n, H, W, 3) pasted into their frames through the crop transforms (n, 2, 3),
         feathered at the crop border; with paste_region "lower_face" weighted by G (416 x 320, from the
-        crop landmarks (n, 68, 2), the composite's sigma), so the frame outside G keeps its own pixels."""
+        crop landmarks (n, 68, 2), the composite's sigma), so the frame outside G keeps its own pixels.
+        pool: an executor pasting frames in parallel (None: one after the other)."""
         masks = (lower_face_alpha(crop_lmk, self.G.cfg.mask_sigma_frac) if self.p.paste_region == "lower_face"
                  else [None] * len(frames))
-        return [paste_face(f, g, A, self.p.feather, mask=m) for f, g, A, m in zip(frames, faces, affines, masks)]
+
+        def one(k: int) -> np.ndarray:
+            return paste_face(frames[k], faces[k], affines[k], self.p.feather, mask=masks[k])
+
+        return list((pool.map if pool is not None else map)(one, range(len(frames))))
 
     # ------------------------------------------------------------------------------------ one video
     def run(self, video: str | os.PathLike, audio, out: str | os.PathLike, track: Track | None = None,
@@ -219,10 +230,8 @@ class Lipsync:
                 bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
             with VideoWriter(out, self.p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
                              crf=self.p.crf, preset=self.p.preset) as vw:
-                for c0 in range(0, n_out, self.p.chunk_frames):
-                    self._chunk(reader, track, order, mel, refs, c0, min(n_out, c0 + self.p.chunk_frames), vw)
-                    if bar is not None:
-                        bar.update(min(n_out, c0 + self.p.chunk_frames) - c0)
+                spans = [(c0, min(n_out, c0 + self.p.chunk_frames)) for c0 in range(0, n_out, self.p.chunk_frames)]
+                self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1), refs, vw, bar)
                 t = time.perf_counter()
             self.timings["encode"] += time.perf_counter() - t  # the encoder's flush on close
             if bar is not None:
@@ -232,26 +241,67 @@ class Lipsync:
                 "pingpong": bool(n_out > len(track)), "seconds": seconds, "fps": n_out / seconds,
                 "decoded": reader.decoded, "references": r_idx.tolist(), **track.stats}
 
-    def _chunk(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, refs: torch.Tensor,
-               c0: int, c1: int, vw) -> None:
+    # ------------------------------------------------------------------------------------ chunk stages
+    def _read(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, c0: int, c1: int
+              ) -> dict:
+        """Stage 1, output frames c0..c1: decode, crop, model landmarks, mel windows."""
         t = time.perf_counter()
         idx = order[c0:c1]
         frames = reader.get(idx)
         t1 = time.perf_counter()
-        faces = self.faces(frames, track.affine[idx])
-        lmk = self.model_landmarks(track.crop_landmarks[idx])
-        mels = audio_windows(mel, np.arange(c0, c1), self.mel_p)  # (n, 80, 16): the window of output frame k
-        t2 = time.perf_counter()
-        gen = self.generate(faces, lmk, mels, refs)
-        t3 = time.perf_counter()
-        pasted = self.paste(frames, gen, track.affine[idx], track.crop_landmarks[idx])
-        t4 = time.perf_counter()
+        chunk = {"frames": frames, "faces": self.faces(frames, track.affine[idx]),
+                 "lmk": self.model_landmarks(track.crop_landmarks[idx]),
+                 "mels": audio_windows(mel, np.arange(c0, c1), self.mel_p),  # (n, 80, 16): window of output frame k
+                 "affine": track.affine[idx], "crop_lmk": track.crop_landmarks[idx]}
+        self.timings["decode"] += t1 - t
+        self.timings["crop"] += time.perf_counter() - t1
+        return chunk
+
+    def _write(self, chunk: dict, gen: np.ndarray, vw, bar, pool) -> None:
+        """Stage 3: paste the generated faces back and hand the frames to the encoder."""
+        t = time.perf_counter()
+        pasted = self.paste(chunk["frames"], gen, chunk["affine"], chunk["crop_lmk"], pool)
+        t1 = time.perf_counter()
         for f in pasted:
             vw.write(f)
-        t5 = time.perf_counter()
-        for k, dt in zip(self.timings, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):  # decode ... encode
-            self.timings[k] += dt
+        self.timings["paste"] += t1 - t
+        self.timings["encode"] += time.perf_counter() - t1
+        if bar is not None:
+            bar.update(len(pasted))
 
+    def _generate_chunk(self, chunk: dict, refs: torch.Tensor) -> np.ndarray:
+        """Stage 2, in the calling thread (it owns the model and the device)."""
+        t = time.perf_counter()
+        gen = self.generate(chunk["faces"], chunk["lmk"], chunk["mels"], refs)
+        self.timings["generate"] += time.perf_counter() - t
+        return gen
+
+    def _render(self, spans: list[tuple[int, int]], read, refs: torch.Tensor, vw, bar) -> None:
+        """Every chunk through read -> generate -> write, in order; overlapped in threads unless
+        params.overlap is false. Errors in a worker re-raise here, at the latest one chunk later."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(self.p.paste_threads, "g4g-paste") if self.p.paste_threads > 1 else None
+        try:
+            if not self.p.overlap:
+                for c0, c1 in spans:
+                    chunk = read(c0, c1)
+                    self._write(chunk, self._generate_chunk(chunk, refs), vw, bar, pool)
+                return
+            with ThreadPoolExecutor(1, "g4g-read") as reader, ThreadPoolExecutor(1, "g4g-write") as writer:
+                ahead, behind = reader.submit(read, *spans[0]), None
+                for i in range(len(spans)):
+                    chunk = ahead.result()
+                    if i + 1 < len(spans):
+                        ahead = reader.submit(read, *spans[i + 1])
+                    gen = self._generate_chunk(chunk, refs)
+                    if behind is not None:
+                        behind.result()  # frames reach the encoder in order, one chunk in flight
+                    behind = writer.submit(self._write, chunk, gen, vw, bar, pool)
+                behind.result()
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
 def lipsync(video: str | os.PathLike, audio: str | os.PathLike, checkpoint: str | os.PathLike,
             out: str | os.PathLike, params: LipsyncParams = LipsyncParams(), landmarks=None,

@@ -26,14 +26,18 @@ def face_affine(A: np.ndarray, face_shape: tuple[int, int],
     return np.vstack([A[0] * k, A[1] * k]) + np.array([[0, 0, 0.5 * k - 0.5], [0, 0, 0.5 * k - 0.5]])
 
 
-def footprint(A: np.ndarray, frame_shape: tuple[int, int], crop_size: tuple[int, int] = (CROP_H, CROP_W)
-              ) -> tuple[int, int, int, int] | None:
-    """Integer frame region (x0, y0, x1, y1) covered by the crop of A, clipped to the frame (None: outside)."""
+def footprint(A: np.ndarray, frame_shape: tuple[int, int], crop_size: tuple[int, int] = (CROP_H, CROP_W),
+              box: tuple[float, float, float, float] | None = None) -> tuple[int, int, int, int] | None:
+    """Integer frame region (x0, y0, x1, y1) covered by the crop of A, clipped to the frame (None: outside).
+
+    box: only this rectangle (x0, y0, x1, y1) of the crop, in crop pixel coordinates (default: all of it).
+    """
     from g4g.data.crops import invert_affine
 
     H, W = crop_size
+    bx0, by0, bx1, by1 = box if box is not None else (-0.5, -0.5, W - 0.5, H - 0.5)
     inv = invert_affine(np.asarray(A, np.float64)[None])[0]
-    corners = np.array([[-0.5, -0.5], [W - 0.5, -0.5], [-0.5, H - 0.5], [W - 0.5, H - 0.5]])
+    corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]])
     src = corners @ inv[:, :2].T + inv[:, 2]
     x0, y0 = np.floor(src.min(0)).astype(int)
     x1, y1 = np.ceil(src.max(0)).astype(int) + 1
@@ -47,9 +51,10 @@ def feather_alpha(A: np.ndarray, region: tuple[int, int, int, int], feather: flo
     `feather` crop pixels inside its border."""
     H, W = crop_size
     x0, y0, x1, y1 = region
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
     A = np.asarray(A, np.float32)
-    cx = A[0, 0] * xs + A[0, 1] * ys + A[0, 2]  # crop coordinates of each frame pixel
+    cx = A[0, 0] * xs + A[0, 1] * ys + A[0, 2]  # crop coordinates of each frame pixel (broadcast to h x w)
     cy = A[1, 0] * xs + A[1, 1] * ys + A[1, 2]
     d = np.minimum(np.minimum(cx + 0.5, W - 0.5 - cx), np.minimum(cy + 0.5, H - 0.5 - cy))
     if feather <= 0:
@@ -81,7 +86,14 @@ def paste_face(frame: np.ndarray, face: np.ndarray, A: np.ndarray, feather: floa
     the crop's footprint, or where the mask is 0, are the frame's own, bit for bit.
     """
     out = frame.copy()
-    region = footprint(A, frame.shape[:2], crop_size)
+    box = None
+    if mask is not None:  # only where the mask is nonzero (G: the lower face, a third of the crop)
+        mask = np.asarray(mask, np.float32).reshape(crop_size)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if len(rows) == 0:
+            return out
+        box = (cols[0] - 1.0, rows[0] - 1.0, cols[-1] + 1.0, rows[-1] + 1.0)  # + bilinear reach
+    region = footprint(A, frame.shape[:2], crop_size, box)
     if region is None:
         return out
     x0, y0, x1, y1 = region
@@ -96,8 +108,7 @@ def paste_face(frame: np.ndarray, face: np.ndarray, A: np.ndarray, feather: floa
     warped = to_region(face, face_affine(A, face.shape[:2], crop_size), cv2.BORDER_REPLICATE)
     a = feather_alpha(A, region, feather, crop_size)
     if mask is not None:  # the mask lives in crop pixels: A itself maps frame -> mask
-        a = a * to_region(np.asarray(mask, np.float32).reshape(crop_size), np.asarray(A, np.float64),
-                          cv2.BORDER_CONSTANT)
+        a = a * to_region(mask, np.asarray(A, np.float64), cv2.BORDER_CONSTANT)
     a = a[..., None]
     base = frame[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(a * warped + (1 - a) * base + 0.5, 0, 255).astype(np.uint8)
