@@ -134,6 +134,26 @@ def test_batchnorm_recalibration_matches_the_batch_statistics(synth):
         torch.testing.assert_close(expert(mouths, b["A"]), batch_stats, atol=2e-3, rtol=0)
 
 
+def test_expert_digest_follows_the_weights_not_the_file(expert_file, tmp_path):
+    """A G4G run's checkpoint folder is keyed on the expert's weights: re-publishing the same expert with
+    other provenance (a new commit) keeps the key, so training resumes; a changed weight changes it."""
+    import torch
+
+    from g4g.train.checkpoint import save_checkpoint
+    from g4g.train.sync import expert_digest
+    from g4g.utils import sha256_file
+
+    state = torch.load(expert_file, map_location="cpu", weights_only=False)
+    again = tmp_path / "again.pt"
+    save_checkpoint(again, {**state, "meta": {"git_commit": "another"}})
+    assert sha256_file(again) != sha256_file(expert_file)
+    assert expert_digest(again) == expert_digest(expert_file)
+    name = next(k for k, v in state["expert"].items() if v.is_floating_point())
+    changed = {**state["expert"], name: state["expert"][name] + 1e-6}
+    save_checkpoint(again, {**state, "expert": changed})
+    assert expert_digest(again) != expert_digest(expert_file)
+
+
 def test_params_resolve_demo_overrides():
     from g4g.config import ROOT, load, section
     from g4g.train.commands import load_params

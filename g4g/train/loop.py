@@ -92,7 +92,7 @@ def training_loop(
     from g4g.losses import LossWeights
     from g4g.train.run import TrainingRun
     from g4g.train.step import build_nets, train_step
-    from g4g.train.sync import load_sync_expert
+    from g4g.train.sync import expert_digest, load_sync_expert
     from g4g.train.tracking import data_hash, git_info
     from g4g.utils import sha256_file
 
@@ -105,8 +105,9 @@ def training_loop(
         raise ValueError("clip stages need the trained sync expert (--syncnet results/models/{dataset}/syncnet.pt)")
     clips = read_clips(clips_parquet, "train", min_frames=5 + train.min_ref_gap)
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
-    sync_sha = sha256_file(syncnet)[:16] if clip_stages else None
-    fp = fingerprint(variant, model, train, seed, dh, sync_sha, perc_status)
+    sync_sha = sha256_file(syncnet)[:16] if clip_stages else None  # provenance: this very file
+    # the run's identity: the expert's weights, not its file (which carries the commit it was published at)
+    fp = fingerprint(variant, model, train, seed, dh, expert_digest(syncnet) if clip_stages else None, perc_status)
     tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
             "syncnet_sha256": sync_sha or "none", "model": "g4g", **(tags or {})}
     cfg = model.g4g_config(variant, train.stages[-1].scale)

@@ -131,6 +131,22 @@ def load_sync_expert(path: str | Path, device="cpu"):
     return expert.to(device).eval().requires_grad_(False), state
 
 
+def expert_digest(path: str | Path) -> str:
+    """16 hex digits identifying a syncnet.pt by what the expert computes (its parameters, buffers and
+    SyncParams), not by the file's bytes: the file also carries provenance (git commit, run tags), so a
+    re-published, identical expert must not look like a new one to the runs that depend on it."""
+    import hashlib
+    import json
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    h = hashlib.sha256(json.dumps(state["params"], sort_keys=True, default=str).encode())
+    for name, t in sorted(state["expert"].items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Training loop
 # ----------------------------------------------------------------------------------------------------
