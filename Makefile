@@ -6,8 +6,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 TARGET ?=
-# disk the finished venv takes (7.1 GiB measured), rounded up
-VENV_GIB ?= 8
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # rules call the `g4g` command line and dvc calls `snakemake`: both come from the venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -18,13 +16,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo ">> creating $(VENV) from requirements.lock (first run only)"
-	@# torch 2.14.1 is the CUDA build: with its nvidia-* and triton wheels the venv takes about 7.1 GiB.
-	@# Say so up front instead of failing half-way with pip's "No space left on device".
-	@used=$$(du -sk $(VENV) 2>/dev/null | cut -f1); need=$$(( $(VENV_GIB) * 1048576 - $${used:-0} )); \
-	 where=$$(dirname $(abspath $(VENV))); avail=$$(df -Pk "$$where" | awk 'NR==2 {print $$4}'); \
-	 if [ "$$avail" -lt "$$need" ]; then \
-	   echo "error: building $(VENV) needs about $$(( (need - avail) / 1048576 + 1 )) GiB more free disk ($$(( avail / 1048576 )) GiB free under $$where)." >&2; \
-	   echo "       Free some space, or put the venv elsewhere: make test VENV=/path/with/space/venv" >&2; exit 1; fi
+	@tools/check-disk $(VENV)   # 7.1 GiB for the venv (torch's CUDA wheels) + pip's downloads: say so up front
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# this machine's pip.conf lists extra local indexes that lack most packages: pip warns once per
 	@# package and per index, hundreds of lines that would bury a real error; only those lines are dropped

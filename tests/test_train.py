@@ -148,6 +148,8 @@ def test_expert_digest_follows_the_weights_not_the_file(expert_file, tmp_path):
     save_checkpoint(again, {**state, "meta": {"git_commit": "another"}})
     assert sha256_file(again) != sha256_file(expert_file)
     assert expert_digest(again) == expert_digest(expert_file)
+    save_checkpoint(again, {**state, "params": {**state["params"], "log_every": 7, "eval_windows": 3}})
+    assert expert_digest(again) == expert_digest(expert_file)  # runtime-only knobs: the same expert
     name = next(k for k, v in state["expert"].items() if v.is_floating_point())
     changed = {**state["expert"], name: state["expert"][name] + 1e-6}
     save_checkpoint(again, {**state, "expert": changed})

@@ -102,7 +102,7 @@ def paste_face(frame: np.ndarray, face: np.ndarray, A: np.ndarray, feather: floa
         """img sampled at every region pixel: M maps frame pixels to img pixels."""
         M = M.copy()
         M[:, 2] += M[:, 0] * x0 + M[:, 1] * y0  # region pixel (u, v) is frame pixel (x0 + u, y0 + v)
-        return cv2.warpAffine(np.ascontiguousarray(img, np.float32), M.astype(np.float32), (x1 - x0, y1 - y0),
+        return cv2.warpAffine(np.ascontiguousarray(img, np.float32), M, (x1 - x0, y1 - y0),  # M float64
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
 
     warped = to_region(face, face_affine(A, face.shape[:2], crop_size), cv2.BORDER_REPLICATE)

@@ -138,8 +138,11 @@ def expert_digest(path: str | Path) -> str:
     import hashlib
     import json
 
+    from g4g.train.params import RUNTIME_KEYS
+
     state = torch.load(path, map_location="cpu", weights_only=False)
-    h = hashlib.sha256(json.dumps(state["params"], sort_keys=True, default=str).encode())
+    params = {k: v for k, v in state["params"].items() if k not in RUNTIME_KEYS}  # as fingerprint(): no log_every...
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for name, t in sorted(state["expert"].items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
