@@ -140,8 +140,11 @@ def test_expert_digest_follows_the_weights_not_the_file(expert_file, tmp_path):
     import torch
 
     from g4g.train.checkpoint import save_checkpoint
-    from g4g.train.sync import expert_digest
+    from g4g.train.sync import expert_digest as digest_of_state, load_sync_expert
     from g4g.utils import sha256_file
+
+    def expert_digest(path):
+        return digest_of_state(load_sync_expert(path)[1])
 
     state = torch.load(expert_file, map_location="cpu", weights_only=False)
     again = tmp_path / "again.pt"

@@ -73,14 +73,11 @@ def wrap(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
     """DDP around a module with trainable parameters when world > 1."""
     if d.world == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
-    import inspect
-
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     # per-rank buffers (the InfoNCE negative queue) are not overwritten by rank 0's at every forward
-    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
-               else "broadcast_buffers")
-    return DDP(module, device_ids=[d.device.index] if d.cuda else None, **{no_sync: False})
+    # (DDP still copies rank 0's buffers to every rank once, when it wraps the module)
+    return DDP(module, device_ids=[d.device.index] if d.cuda else None, forward_sync_buffers=False)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -106,8 +106,10 @@ def training_loop(
     clips = read_clips(clips_parquet, "train", min_frames=5 + train.min_ref_gap)
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
     sync_sha = sha256_file(syncnet)[:16] if clip_stages else None  # provenance: this very file
+    expert, expert_state = load_sync_expert(syncnet, d.device) if clip_stages else (None, None)
     # the run's identity: the expert's weights, not its file (which carries the commit it was published at)
-    fp = fingerprint(variant, model, train, seed, dh, expert_digest(syncnet) if clip_stages else None, perc_status)
+    fp = fingerprint(variant, model, train, seed, dh, expert_digest(expert_state) if clip_stages else None,
+                     perc_status)
     tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
             "syncnet_sha256": sync_sha or "none", "model": "g4g", **(tags or {})}
     cfg = model.g4g_config(variant, train.stages[-1].scale)
@@ -116,7 +118,6 @@ def training_loop(
     run = TrainingRun(run_dir, f"g4g-{variant}", resolved, fp, d, COLUMNS, tags, flatten(resolved), tracking,
                       train.keep_checkpoints, train.log_every)
 
-    expert = load_sync_expert(syncnet, d.device)[0] if clip_stages else None
     n = build_nets(cfg, train.lr, train.betas, weights, d.device, clip_stages, expert,
                    perceptual.to(d.device) if perceptual is not None else None, amp=d.cuda and train.amp)
     sched_g = torch.optim.lr_scheduler.LambdaLR(n.opt_g, StageSchedule(train))
@@ -228,7 +229,7 @@ def _finish(run, G, cfg, variant, train: TrainParams, clips_parquet, out, tags, 
         with torch.no_grad():
             o = G.eval()(b)
     grid = save_png(run.dir / "samples.png", sample_grid(b, o))
-    run.metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}, step)
+    run.metrics(metrics, step)
     for path, sub in ((run.dir / "metrics.json", None), (run.dir / "losses.csv", None), (curve, None),
                       (grid, None), (out, "model")):
         run.artifact(path, sub)

@@ -2,11 +2,12 @@
 
 A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
     config.yaml                the resolved config + provenance (written at start, before any step)
-    losses.csv                 one row per step: a copy of the live log, refreshed every `log_every` steps
-    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and losses.csv, the live log; resuming
-                               needs the same fingerprint
-The live log sits beside the checkpoints because Snakemake deletes a job's declared outputs (the
-published losses.csv among them) before it re-runs the job: a resumed run keeps its history.
+    losses.csv                 one row per step (the live log, flushed every `log_every` steps)
+    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and losses.csv, the log as of the newest
+                               checkpoint; resuming needs the same fingerprint
+A resumed run restores its log from the checkpoint folder's copy (then drops the rows after the resumed
+step), because Snakemake deletes a job's declared outputs, losses.csv among them, before it re-runs the
+job, and the run folder's log may belong to another fingerprint. One copy per checkpoint, not per log line.
 The fingerprint hashes everything that defines the run (config without runtime knobs, data hash), so a
 rerun of the same command resumes and a changed config starts afresh in its own folder.
 """
@@ -59,8 +60,9 @@ class TrainingRun:
         from g4g.utils import write_text
 
         write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        self.losses = LossLog(self.ckpt_dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
-        self.publish_losses()
+        if step is not None and (self.ckpt_dir / "losses.csv").exists():
+            self._copy_log(self.ckpt_dir / "losses.csv", self.dir / "losses.csv")
+        self.losses = LossLog(self.dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
         self.tracker = Tracker(self.tracking.get("mlflow", True), self.tracking.get("uri"),
                                self.tracking.get("experiment", "G4G"))
         self.run_id = self.tracker.start(self.name, self.params, self.tags, run_id=(state or {}).get("mlflow_run_id"))
@@ -75,7 +77,7 @@ class TrainingRun:
         self.losses.write({"step": step, **row})
         self.tracker.log_metrics(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
         if step % self.log_every == 0:
-            self.publish_losses()
+            self.losses.flush()
             self.tracker.flush()
             msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
             log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
@@ -84,7 +86,8 @@ class TrainingRun:
         """Checkpoint at `step` (rank 0): atomically, then prune; also flushes the logs."""
         if not self.dist.main:
             return
-        self.publish_losses()
+        self.losses.flush()
+        self._copy_log(self.losses.path, self.ckpt_dir / "losses.csv")
         self.tracker.flush()
         state = {**state, "step": step, "fingerprint": self.fp, "mlflow_run_id": self.run_id,
                  "rng": ck.rng_state(), "meta": self.tags}
@@ -106,17 +109,15 @@ class TrainingRun:
             return True
         return False
 
-    def publish_losses(self) -> None:
-        """Flush the live log and copy it to the run folder's losses.csv (atomically; rank 0)."""
-        if not self.dist.main or self.losses is None:
-            return
+    @staticmethod
+    def _copy_log(src: Path, dst: Path) -> None:
         import shutil
 
         from g4g.utils import atomic_path
 
-        self.losses.flush()
-        with atomic_path(self.dir / "losses.csv") as tmp:
-            shutil.copyfile(self.losses.path, tmp)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
     # -- end ----------------------------------------------------------------------------------------------
 
@@ -124,15 +125,16 @@ class TrainingRun:
         if self.dist.main and self.tracker is not None:
             self.tracker.artifact(path, subdir)
 
-    def metrics(self, values: dict[str, float], step: int) -> None:
+    def metrics(self, values: dict, step: int) -> None:
+        """The numeric entries of `values` (but the step itself) as MLflow metrics at `step`."""
         if self.dist.main and self.tracker is not None:
-            self.tracker.log_metrics(step, values)
+            self.tracker.log_metrics(step, {k: float(v) for k, v in values.items()
+                                            if isinstance(v, (int, float)) and k != "step"})
             self.tracker.flush()
 
     def close(self, status: str = "FINISHED") -> None:
         if self.dist.main:
             if self.losses is not None:
-                self.publish_losses()
                 self.losses.close()
             if self.tracker is not None:
                 self.tracker.end(status)

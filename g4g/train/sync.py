@@ -131,16 +131,16 @@ def load_sync_expert(path: str | Path, device="cpu"):
     return expert.to(device).eval().requires_grad_(False), state
 
 
-def expert_digest(path: str | Path) -> str:
-    """16 hex digits identifying a syncnet.pt by what the expert computes (its parameters, buffers and
-    SyncParams), not by the file's bytes: the file also carries provenance (git commit, run tags), so a
-    re-published, identical expert must not look like a new one to the runs that depend on it."""
+def expert_digest(state: dict) -> str:
+    """16 hex digits identifying a loaded syncnet.pt (`load_sync_expert(...)[1]`) by what the expert
+    computes (its parameters, buffers and SyncParams), not by the file's bytes: the file also carries
+    provenance (git commit, run tags), so a re-published, identical expert must not look like a new one
+    to the runs that depend on it."""
     import hashlib
     import json
 
     from g4g.train.params import RUNTIME_KEYS
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
     params = {k: v for k, v in state["params"].items() if k not in RUNTIME_KEYS}  # as fingerprint(): no log_every...
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for name, t in sorted(state["expert"].items()):
@@ -249,7 +249,7 @@ def train_sync(
         curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", "sync expert",
                                 keys=("loss", "acc", "cos_in", "cos_off"))
         run.artifact(curve)
-        run.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}, step)
+        run.metrics(metrics, step)
         run.artifact(run.dir / "metrics.json")
         run.artifact(run.dir / "losses.csv")
         run.artifact(out, "model")

@@ -43,10 +43,12 @@ def draw_face(openness: float, shift: tuple[int, int], tint: np.ndarray) -> np.n
     return img
 
 
-def write_synthetic(root: str | Path, n_frames: int = 40, n_train: int = 4, n_test: int = 2, seed: int = 0,
-                    levels: tuple[float, ...] = (0.0, 0.35, 0.7, 1.0), hold: int = 2) -> Path:
+LEVELS, HOLD = (0.0, 0.35, 0.7, 1.0), 2  # mouth openings, drawn at random every HOLD frames
+
+
+def write_synthetic(root: str | Path, n_frames: int = 40, n_train: int = 4, n_test: int = 2, seed: int = 0) -> Path:
     """Write the set under root (two shards) and return the path of its clips.parquet. The mouth opening
-    takes one of `levels`, drawn at random every `hold` frames."""
+    takes one of LEVELS, drawn at random every HOLD frames."""
     import pyarrow as pa
 
     from g4g.data.prepare import CLIPS_SCHEMA
@@ -59,7 +61,7 @@ def write_synthetic(root: str | Path, n_frames: int = 40, n_train: int = 4, n_te
         mel_rows = []
         with FrameShardWriter(frames, {"crop": {"scale": 1.05}}) as w:
             for i in ids:
-                o = np.repeat(rng.choice(levels, n // hold + 1), hold)[:n]  # mouth opening per frame
+                o = np.repeat(rng.choice(LEVELS, n // HOLD + 1), HOLD)[:n]  # mouth opening per frame
                 tint, shifts = rng.integers(120, 230, 3), rng.integers(-6, 7, (n, 2))
                 lmk = np.stack([landmarks(o[t]) for t in range(n)]).reshape(n, 136)
                 w.write_clip({
