@@ -154,11 +154,11 @@ def test_single_pass_equals_separate_passes(raw, tmp_path, caplog):
     for name in ["good.mp4", "partial.mp4", "twofaces.mp4", "hevc.mkv"]:
         (root / name).symlink_to(raw / name)
     ffmpeg("-i", str(raw / "good.mp4"), "-r", "20", "-c:a", "copy", str(root / "rate20.mp4"))
-    audio, frames = render_clip(4.0, 3, (256, 256), 100)
+    audio, frames = render_clip(6.0, 3, (256, 256), 100)
     wav = tmp_path / "speech.wav"
     write_wav(wav, audio)
     blank = np.full((256, 256, 3), 90, np.uint8)
-    write_video(root / "gap.mp4", [blank if 12 <= i < 85 else f for i, f in enumerate(frames)], 25, audio=wav)
+    write_video(root / "gap.mp4", [blank if 45 <= i < 118 else f for i, f in enumerate(frames)], 25, audio=wav)
     table, _ = scan({"root": str(root), "split": {"protocol": "count", "n_test": 1}}, seed=0, shard_size=100)
     write_table(tmp_path / "manifest.parquet", table)
     res = str(tmp_path / "res.parquet")
@@ -175,4 +175,4 @@ def test_single_pass_equals_separate_passes(raw, tmp_path, caplog):
     _same_tables(one, two)
     assert pq.read_table(tmp_path / "rej_f.parquet").num_rows == 0
     gap = FrameReader(tmp_path / "one.parquet").clip_columns("gap", ["detected", "interpolated"])
-    assert not gap["detected"][20:80].any() and gap["detected"][:10].all() and gap["detected"][90:].all()
+    assert not gap["detected"][53:113].any() and gap["detected"][:43].all() and gap["detected"][123:].all()

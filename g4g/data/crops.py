@@ -101,19 +101,13 @@ def crop_yuv420(frame, A: np.ndarray, p: CropParams = CropParams()) -> np.ndarra
     face region is a fraction of it. The colour conversion is OpenCV's BT.601 I420 (what the decoder
     uses for unflagged video; within ~1 grey level of swscale's, whose chroma filter differs).
     """
-    import cv2
-
     height, width = frame.shape
     x0, y0, x1, y1 = _region(A, p)
     ix0, iy0 = max(x0, 0) & ~1, max(y0, 0) & ~1  # chroma is subsampled 2x2: even-aligned region
     ix1, iy1 = min(x1 + (x1 & 1), width & ~1), min(y1 + (y1 & 1), height & ~1)
     if ix1 - ix0 < 2 or iy1 - iy0 < 2:
         raise ClipError(f"crop box {x0, y0, x1, y1} lies outside the {width}x{height} frame", stage="crops")
-    rh, rw = iy1 - iy0, ix1 - ix0
-    i420 = np.concatenate([frame.y[iy0:iy1, ix0:ix1].ravel(), frame.u[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel(),
-                           frame.v[iy0 // 2:iy1 // 2, ix0 // 2:ix1 // 2].ravel()]).reshape(rh * 3 // 2, rw)
-    rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
-    return warp_region(rgb, (ix0, iy0), (x0, y0, x1, y1), A, p)
+    return warp_region(frame.region(ix0, iy0, ix1, iy1).rgb(), (ix0, iy0), (x0, y0, x1, y1), A, p)
 
 
 def _region(A: np.ndarray, p: CropParams) -> tuple[int, int, int, int]:

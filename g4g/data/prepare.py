@@ -256,7 +256,7 @@ def crop_clip(row: dict, lm: dict, cp: CropStageParams, writer: FrameShardWriter
     return T
 
 
-def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool=None) -> dict:
+def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool=None) -> int:
     """Landmarks and crops of one clip in one decode pass (the `faces` stage).
 
     Decoded frames wait in a buffer until their crop box is final: tracked landmarks must be confirmed
@@ -306,12 +306,11 @@ def face_clip(row: dict, lp, cp: CropStageParams, writer: FrameShardWriter, pool
                          "%d are cropped in a second decode pass", row["clip_id"], cap, second_pass_from)
         stream.finish()  # raises ClipError when too few frames show a face: the clip leaves no rows
         emit(rows, T)
-        if second_pass_from is not None:
-            for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
-                if k >= second_pass_from:
-                    rows.image(k, frame)
+        if second_pass_from is not None:  # iter_frames skips the earlier source frames without converting them
+            for k, frame in iter_frames(row["path"], index_map[second_pass_from:], fmt="rgb24", raw_yuv420p=True):
+                rows.image(second_pass_from + k, frame)
         rows.close()
-    return {"frames": T, "second_pass_from": second_pass_from}
+    return T
 
 
 def run_crops(resampled: str, landmarks: str, out: str, rejects_out: str, cp: CropStageParams) -> None:
@@ -338,8 +337,7 @@ def run_faces(resampled: str, out: str, rejects_out: str, lp, cp: CropStageParam
     t0, n = time.time(), 0
     with FrameShardWriter(out, _shard_meta(cp, lp), cp.row_group_frames) as writer, crop_pool(cp) as pool:
         for row in tqdm(rows, desc="faces", unit="clip"):
-            r = _guard(rejects, row["clip_id"], row["path"], face_clip, row, lp, cp, writer, pool)
-            n += r["frames"] if r else 0
+            n += _guard(rejects, row["clip_id"], row["path"], face_clip, row, lp, cp, writer, pool) or 0
     dt = time.time() - t0
     log.info("faces: %d frames of %d clips in %.1f s (%.1f frames/s)", n, len(rows), dt, n / max(dt, 1e-9))
     rejects.write(rejects_out)

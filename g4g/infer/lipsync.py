@@ -14,7 +14,8 @@ while the generator works on chunk i, one thread decodes and crops chunk i + 1 a
 encodes chunk i - 1 (OpenCV, PyAV, numpy and the ffmpeg pipe release the GIL), so the wall time is
 close to the slowest stage instead of the sum; the output is bit for bit the serial one. Frames of up to
 three chunks are in flight (the one being read, generated, pasted) besides the reader's cache of
-`chunk_frames` decoded frames and the pasted copies of one chunk: about five chunks' worth of frames. Bad input raises ClipError with a reason a user can act on.
+`chunk_frames` decoded frames and the pasted copies of one chunk: about five chunks' worth of frames.
+Bad input raises ClipError with a reason a user can act on.
 """
 
 from __future__ import annotations

@@ -156,6 +156,11 @@ class Yuv420:
 
         return cv2.LUT(self.y, LIMITED_TO_FULL)
 
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> "Yuv420":
+        """Views of the planes over [x0, x1) x [y0, y1) (even coordinates: chroma is subsampled 2x2)."""
+        return Yuv420(self.y[y0:y1, x0:x1], self.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
+                      self.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
+
     def rgb(self) -> np.ndarray:
         """The whole frame as RGB (OpenCV BT.601)."""
         import cv2
