@@ -34,11 +34,14 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -ra tests
 
-lint: venv
+lint: venv   # ruff (config in pyproject.toml) and Snakemake's own linter
+	$(BIN)/ruff check g4g tests tools
 	$(BIN)/snakemake --lint
 
-bench: venv
-	$(BIN)/python -m g4g.bench
+bench: venv   # every benchmark, printed (never asserted): preparation, training, inference + metrics
+	$(BIN)/python -m g4g.bench.prep
+	$(BIN)/python -m g4g.bench.train
+	$(BIN)/python -m g4g.bench.infer
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake

@@ -32,6 +32,6 @@ rule all:
     default_target: True
     input:
         expand(rules.prepare.output.summary, dataset=DATASET),
-        expand(rules.inspect.output.png, dataset=DATASET),
+        expand(rules.contact_sheet.output.png, dataset=DATASET),
         expand(rules.train.output.model, dataset=DATASET, variant=VARIANTS),
         rules.tables.output.table1,

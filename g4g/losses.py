@@ -1,4 +1,4 @@
-"""Losses of G4G (paper Sec. 3.3, Eq. 19-24; METHOD.md Sec. 4-5), each returned separately for logging.
+"""Losses of G4G (paper Sec. 3.3, Eq. 19-24; docs/design/method.md Sec. 4-5), each returned separately for logging.
 
     L = lambda_v L_v + lambda_p L_p + lambda_GAN L_GAN + lambda_r L_r + lambda_con L_con
 L_v facial attribute, L_p VGG-19 perception, L_GAN LS-GAN (frame + temporal D), L_r multi-scale L1,
@@ -9,8 +9,6 @@ no torchvision import is needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,20 +16,7 @@ from torch import nn
 from g4g.models.contrastive import InterModalityContrast
 from g4g.models.discriminators import stack_clips
 from g4g.models.sync_expert import SyncExpert, faces_to_mouths, sync_loss
-
-
-@dataclass
-class LossWeights:
-    lambda_v: float = 1.0    # facial attribute L_v (paper default)
-    lambda_p: float = 2.0    # perception L_p
-    lambda_gan: float = 3.0  # LS-GAN L_GAN
-    lambda_r: float = 4.0    # reconstruction L_r
-    lambda_con: float = 5.0  # L_con = w_nce InfoNCE + w_sync sync BCE
-    w_temporal: float = 1.0  # temporal D relative to the frame D inside L_GAN
-    w_nce: float = 1.0       # InfoNCE inside L_con
-    w_sync: float = 1.0      # sync expert inside L_con
-    w_gen: float = 1.0       # L_r on I_gen relative to I_out
-
+from g4g.params import LossWeights
 
 # ----------------------------------------------------------------------------------------------------
 # Individual terms
@@ -110,8 +95,7 @@ class VGGPerceptual(nn.Module):
                 cin = v
         self.features = nn.Sequential(*layers)
         if pretrained:
-            from g4g.weights import require
-            state = torch.load(require("vgg19"), map_location="cpu", weights_only=True)
+            state = torch.load(weight_files.require("vgg19"), map_location="cpu", weights_only=True)
             keep = {k[len("features."):]: w for k, w in state.items()
                     if k.startswith("features.") and int(k.split(".")[1]) < len(layers)}
             self.features.load_state_dict(keep)

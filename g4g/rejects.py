@@ -53,6 +53,18 @@ class Rejects:
         write_rejects(self.rows, path)
 
 
+def guard(rejects: Rejects, clip_id: str, path: str, fn, *args, **kw):
+    """Run `fn` for one clip; a failure becomes a rejects row (with the reason) instead of an abort."""
+    try:
+        return fn(*args, **kw)
+    except ClipError as e:
+        rejects.add(clip_id, str(e), path, stage=e.stage)
+    except Exception as e:  # noqa: BLE001 - last resort: a bug on one clip must not sink the run
+        log.exception("unexpected failure on clip %s", clip_id)
+        rejects.add(clip_id, f"unexpected {type(e).__name__}: {e}", path)
+    return None
+
+
 def write_rejects(rows: list[dict], path: str | os.PathLike) -> None:
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     with atomic_path(path) as tmp:

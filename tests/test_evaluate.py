@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_video
 
 
@@ -19,8 +18,8 @@ def expert_checkpoint(tmp_path_factory):
     """A randomly initialised demo-size sync expert saved as train_sync saves it."""
     import torch
 
-    from g4g.train.params import SyncParams
-    from g4g.train.sync import build_expert
+    from g4g.models.loading import build_expert
+    from g4g.params import SyncParams
 
     torch.manual_seed(0)
     p = SyncParams(width=0.25, mouth_size=64)
@@ -34,7 +33,8 @@ def prepared(tmp_path_factory):
     """One prepared test clip (what results/{dataset}/ holds after `prepare`), built directly from a video:
     a resampled table, a frame shard with 416 x 320 crops under a fixed crop transform, clips.parquet."""
     from g4g.data.crops import box_to_affine, warp_crop
-    from g4g.data.prepare import CLIPS_SCHEMA, RESAMPLED_SCHEMA
+    from g4g.data.prepare import CLIPS_SCHEMA
+    from g4g.data.resample import RESAMPLED_SCHEMA
     from g4g.data.shards import FrameShardWriter, write_table
     from g4g.io.audio import load_audio
     from g4g.io.video import decode_all, frame_times, resample_index
@@ -106,9 +106,9 @@ def test_own_syncnet_adapter_shapes_and_offset_search(expert_checkpoint):
 # ------------------------------------------------------------------------------------------ scoring
 def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepared, expert_checkpoint,
                                                                           tmp_path, monkeypatch):
-    from g4g.evaluate.protocol import EvalParams
     from g4g.evaluate.score import evaluate_method
     from g4g.evaluate.tables import TABLE1_COLUMNS, run_tables
+    from g4g.params import EvalParams
 
     monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no AlexNet, Inception, SyncNet
     ext = tmp_path / "wav2lip"
@@ -151,7 +151,7 @@ def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepa
 
 def test_tables_hold_the_papers_rows_labelled(tmp_path):
     from g4g.evaluate import paper
-    from g4g.evaluate.tables import make_tables, write_markdown, TABLE2_COLUMNS
+    from g4g.evaluate.tables import TABLE2_COLUMNS, make_tables, write_markdown
 
     ours = {"dataset": "demo", "method": "g4g", "n_videos": 3, "n_frames": 309, "metrics": {"PSNR": 25.0},
             "weights": {}, "notes": []}
@@ -183,10 +183,10 @@ def test_tables_hold_the_papers_rows_labelled(tmp_path):
 
 def test_table1_lists_every_trained_variant_and_the_references():
     from g4g.evaluate.wiring import methods
+    from g4g.params import EvalParams, Params
 
-    cfg = {"variants": ["full", "wo_alignment", "wo_fusion"], "dataset": "demo",
-           "evaluate": {"references": ["ground_truth", "reference_paste"], "external_methods": {"wav2lip": "x"},
-                        "table_datasets": []}}
-    m = methods(cfg)
+    p = Params(variants=["full", "wo_alignment", "wo_fusion"], dataset="demo",
+               evaluate=EvalParams(references=["ground_truth", "reference_paste"], external_methods={"wav2lip": "x"}))
+    m = methods(p)
     assert m["table1"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion", "ground_truth", "reference_paste", "wav2lip"]
     assert m["table2"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion"] and m["datasets"] == ["demo"]

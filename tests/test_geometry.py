@@ -1,11 +1,12 @@
-"""Crop geometry on hand-made landmarks, and mel window indexing (METHOD.md Sec. 1)."""
+"""Crop geometry on hand-made landmarks, and mel window indexing (docs/design/method.md Sec. 1)."""
 
 import numpy as np
 import pytest
 
 from g4g.data import crops
-from g4g.data.mels import MelParams, audio_window, audio_windows, melspectrogram, window_start
+from g4g.data.mels import audio_window, audio_windows, melspectrogram, window_start
 from g4g.io.video import Yuv420
+from g4g.params import MelParams
 
 
 def face(cx=200.0, top=100.0, r_half=60.0, mouth_w=50.0):

@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from conftest import ffmpeg, make_video
 
 
@@ -114,8 +113,9 @@ def test_paste_through_the_mask_replaces_only_the_lower_face():
 
 
 def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
-    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.infer.lipsync import Lipsync
     from g4g.infer.paste import lower_face_alpha
+    from g4g.params import InferParams
 
     frame, A = frame_and_affine()
     lmk = crop_face_landmarks()
@@ -123,7 +123,7 @@ def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
     face = np.zeros((1, 104, 80, 3), np.float32)
     out = {}
     for region in ("lower_face", "crop"):
-        engine = Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(paste_region=region, device="cpu"))
+        engine = Lipsync.from_checkpoint(tiny_checkpoint, InferParams(paste_region=region, device="cpu"))
         out[region] = engine.paste([frame], face, A[None], lmk)[0]
     eyes = (slice(150, 250), slice(400, 560))  # crop rows ~45..136: above G's support
     assert np.all(g_at[eyes] == 0) and frame[eyes].max() > 100
@@ -133,7 +133,7 @@ def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
     assert np.all(g_at[mouth] > 0.999)
     assert out["lower_face"][mouth].max() <= 1 and np.array_equal(out["lower_face"][mouth], out["crop"][mouth])
     with pytest.raises(ValueError, match="paste_region"):
-        Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(paste_region="face"))
+        Lipsync.from_checkpoint(tiny_checkpoint, InferParams(paste_region="face"))
 
 
 def fixed_track(n: int):
@@ -149,8 +149,9 @@ def test_overlapped_chunks_render_the_serial_frames_in_order(tiny_checkpoint, tm
     that reach the encoder are the serial run's, bit for bit and in the same order."""
     import hashlib
 
-    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.infer.lipsync import Lipsync
     from g4g.io.video import VideoWriter
+    from g4g.params import InferParams
 
     video = make_video(tmp_path / "v.mp4", n=25, size=(960, 720))
     seen: list[str] = []
@@ -160,7 +161,7 @@ def test_overlapped_chunks_render_the_serial_frames_in_order(tiny_checkpoint, tm
     runs = {}
     for overlap, threads in ((False, 1), (True, 3)):
         seen.clear()
-        p = LipsyncParams(device="cpu", chunk_frames=4, overlap=overlap, paste_threads=threads)
+        p = InferParams(device="cpu", chunk_frames=4, overlap=overlap, paste_threads=threads)
         engine = Lipsync.from_checkpoint(tiny_checkpoint, p)
         stats = engine.run(video, video, tmp_path / f"o{overlap}.mp4", track=fixed_track(25), progress=False)
         runs[overlap] = list(seen)
@@ -172,12 +173,13 @@ def test_overlapped_chunks_render_the_serial_frames_in_order(tiny_checkpoint, tm
 def test_a_failure_in_a_worker_thread_reaches_the_caller(tiny_checkpoint, tmp_path):
     """The read-ahead thread hits the end of a 12-frame video at frame 12 of a 25-frame track: the run
     raises that ClipError (not a hang, not a short video) and leaves no output file."""
-    from g4g.infer.lipsync import Lipsync, LipsyncParams
+    from g4g.infer.lipsync import Lipsync
+    from g4g.params import InferParams
     from g4g.rejects import ClipError
 
     video = make_video(tmp_path / "short.mp4", n=12, size=(960, 720))
     audio = make_video(tmp_path / "audio.mp4", n=25, size=(64, 48))
-    engine = Lipsync.from_checkpoint(tiny_checkpoint, LipsyncParams(device="cpu", chunk_frames=4))
+    engine = Lipsync.from_checkpoint(tiny_checkpoint, InferParams(device="cpu", chunk_frames=4))
     with pytest.raises(ClipError, match="stream ended"):
         engine.run(video, audio, tmp_path / "out.mp4", track=fixed_track(25), progress=False)
     assert not (tmp_path / "out.mp4").exists()
@@ -215,14 +217,15 @@ def test_chunk_reader_serves_any_order_like_a_full_decode(tmp_path):
 def test_lipsync_real_clip_pingpong_gives_playable_mp4_of_audio_length(real_dir, tiny_checkpoint, tmp_path):
     import torch
 
-    from g4g.infer.lipsync import LipsyncParams, lipsync
+    from g4g.infer.lipsync import lipsync
     from g4g.io.audio import load_audio
     from g4g.io.video import decode_all, probe
+    from g4g.params import InferParams
 
     torch.set_num_threads(1)
     out = tmp_path / "out.mp4"
     stats = lipsync(real_dir / "face_a.mp4", real_dir / "speech_16k.wav", tiny_checkpoint, out,
-                    LipsyncParams(batch_size=16, chunk_frames=32), progress=False)
+                    InferParams(batch_size=16, chunk_frames=32), progress=False)
     audio_s = len(load_audio(real_dir / "speech_16k.wav")) / 16000
     assert stats["pingpong"] and stats["audio_seconds"] > 7 and stats["video_frames"] == 125
     info = probe(out)

@@ -145,7 +145,7 @@ def test_early_close_does_not_hang(tmp_path):
     (PyAV's Python log hook did, PyAV-Org/PyAV#751); frames are contiguous (dlib needs that)."""
     p = make_video(tmp_path / "e.mp4", n=40, size=(842, 64), audio=None)  # 842: PyAV pads rows
     for _ in range(60):
-        for k, f in iter_frames(p, np.arange(3), fmt="gray"):
+        for _k, f in iter_frames(p, np.arange(3), fmt="gray"):
             assert f.flags.c_contiguous
 
 

@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from g4g.data.landmarks import (LandmarkParams, detect_image_landmarks, get_backend,
-                                track_landmarks)
+from g4g.data.landmarks import LandmarkParams, detect_image_landmarks, get_backend, track_landmarks
 from g4g.io.video import decode_all, frame_times, iter_frames, probe, resample_index, write_video
 from g4g.rejects import ClipError
 from g4g.weights import WeightsError

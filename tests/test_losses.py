@@ -5,11 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from g4g.losses import (LossWeights, VGGPerceptual, contrastive_loss, discriminator_losses,
-                        facial_attribute_loss, generator_losses, lsgan_d_loss, lsgan_g_loss,
-                        reconstruction_loss)
-from g4g.models import (FrameDiscriminator, InterModalityContrast, SyncExpert, TemporalDiscriminator,
-                        build_generator, face_size, occlusion_mask)
+from g4g.losses import (
+    LossWeights,
+    VGGPerceptual,
+    contrastive_loss,
+    discriminator_losses,
+    facial_attribute_loss,
+    generator_losses,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    reconstruction_loss,
+)
+from g4g.models import (
+    FrameDiscriminator,
+    InterModalityContrast,
+    SyncExpert,
+    TemporalDiscriminator,
+    build_generator,
+    face_size,
+    occlusion_mask,
+)
 from g4g.weights import WeightsError
 
 

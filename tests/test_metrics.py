@@ -98,6 +98,7 @@ def test_lpips_plumbing_random_init():
 def test_lpips_trunk_loads_torchvision_alexnet_keys(tmp_path):
     import lpips
     import torchvision
+
     from g4g.metrics.lpips_metric import load_alexnet_trunk
     tv = torchvision.models.alexnet(weights=None)
     torch.save(tv.state_dict(), tmp_path / "alexnet.pth")
@@ -162,6 +163,7 @@ def test_fid_plumbing_random_init():
 
 def test_fid_pretrained_path_loads_the_given_state_dict():
     import pytorch_fid.inception as pfi
+
     from g4g.metrics.fid import _local_inception_weights
     orig = pfi.load_state_dict_from_url
     with _local_inception_weights(None):

@@ -9,11 +9,32 @@ import numpy as np
 import pytest
 import torch
 
-from g4g.models import (MODEL_SIZES, AdaAT, AdaIN, AudioEncoder, BlendNet, Decoder, FrameDiscriminator,
-                        G4GConfig, IntraModalityAlignment, InterModalityContrast, SyncExpert,
-                        TemporalDiscriminator, VisualEncoder, affine_warp, build_generator, count_params,
-                        crop_mouth, face_size, faces_to_mouths, landmark_sketch, lower_face_mask,
-                        mouth_box, occlusion_mask, sync_loss)
+from g4g.models import (
+    MODEL_SIZES,
+    AdaAT,
+    AdaIN,
+    AudioEncoder,
+    BlendNet,
+    Decoder,
+    FrameDiscriminator,
+    G4GConfig,
+    InterModalityContrast,
+    IntraModalityAlignment,
+    SyncExpert,
+    TemporalDiscriminator,
+    VisualEncoder,
+    affine_warp,
+    build_generator,
+    count_params,
+    crop_mouth,
+    face_size,
+    faces_to_mouths,
+    landmark_sketch,
+    lower_face_mask,
+    mouth_box,
+    occlusion_mask,
+    sync_loss,
+)
 from g4g.models.composite import fill_convex_hull, sketch_segments
 
 SCALES = (64, 128, 256)

@@ -12,14 +12,15 @@ import pytest
 from conftest import ffmpeg, make_video
 
 from g4g.data import crops as cropgeo
-from g4g.data.landmarks import LandmarkParams
-from g4g.data.mels import MelParams
-from g4g.data.prepare import (CropStageParams, StageParams, run_crops, run_faces, run_landmarks, run_mels,
-                              run_resample, run_summary)
+from g4g.data.faces import run_crops, run_faces, run_landmarks
+from g4g.data.mels import run_mels
+from g4g.data.prepare import run_summary
+from g4g.data.resample import run_resample
 from g4g.data.scan import scan
 from g4g.data.shards import FrameReader, MelReader, write_table
 from g4g.io.audio import write_wav
 from g4g.io.video import write_video
+from g4g.params import AudioParams, CropParams, DatasetParams, LandmarkParams, MelParams, VideoParams, build
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +68,15 @@ def _digest(root):
 def prepared(raw, tmp_path_factory):
     before = _digest(raw)
     out = tmp_path_factory.mktemp("out")
-    table, rej = scan({"root": str(raw), "split": {"protocol": "count", "n_test": 2}}, seed=0, shard_size=100)
+    table, rej = scan(build(DatasetParams, {"root": str(raw), "split": {"n_test": 2}, "shard_size": 100}), 0)
     write_table(out / "manifest.parquet", table)
     rej.write(out / "rej_scan.parquet")
-    sp = StageParams()
-    run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"), sp)
+    run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"),
+                 VideoParams(), AudioParams())
     run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_faces.parquet"),
-              LandmarkParams(detect_every=3), CropStageParams())
-    run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(), sp)
+              LandmarkParams(detect_every=3), CropParams())
+    run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(),
+             AudioParams())
     summary = run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
                           [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"),
                           str(out / "rejects.parquet"), str(out / "summary.json"))
@@ -159,15 +161,16 @@ def test_single_pass_equals_separate_passes(raw, tmp_path, caplog):
     write_wav(wav, audio)
     blank = np.full((256, 256, 3), 90, np.uint8)
     write_video(root / "gap.mp4", [blank if 45 <= i < 118 else f for i, f in enumerate(frames)], 25, audio=wav)
-    table, _ = scan({"root": str(root), "split": {"protocol": "count", "n_test": 1}}, seed=0, shard_size=100)
+    table, _ = scan(build(DatasetParams, {"root": str(root), "split": {"n_test": 1}, "shard_size": 100}), 0)
     write_table(tmp_path / "manifest.parquet", table)
     res = str(tmp_path / "res.parquet")
-    run_resample(str(tmp_path / "manifest.parquet"), "s0000", res, str(tmp_path / "rej_r.parquet"), StageParams())
+    run_resample(str(tmp_path / "manifest.parquet"), "s0000", res, str(tmp_path / "rej_r.parquet"), VideoParams(),
+                 AudioParams())
     lp = LandmarkParams(detect_every=3, min_detected_fraction=0.2)
-    cp = CropStageParams(buffer_mb=1)  # a few 256 x 256 frames: the 73-frame gap overflows the buffer
+    cp = CropParams(buffer_mb=1)  # a few 256 x 256 frames: the 73-frame gap overflows the buffer
     run_landmarks(res, str(tmp_path / "lm.parquet"), str(tmp_path / "rej_l.parquet"), lp)
     run_crops(res, str(tmp_path / "lm.parquet"), str(tmp_path / "two.parquet"), str(tmp_path / "rej_c.parquet"), cp)
-    with caplog.at_level("INFO", logger="g4g.data.prepare"):
+    with caplog.at_level("INFO", logger="g4g.data.faces"):
         run_faces(res, str(tmp_path / "one.parquet"), str(tmp_path / "rej_f.parquet"), lp, cp)
     assert "gap: no final crop box" in caplog.text
     one, two = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")

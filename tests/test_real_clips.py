@@ -5,10 +5,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from g4g.data import crops as cropgeo
-from g4g.data.landmarks import LandmarkParams
-from g4g.data.prepare import CropStageParams, StageParams, run_faces, run_resample
+from g4g.data.faces import run_faces
+from g4g.data.resample import run_resample
 from g4g.data.scan import scan
 from g4g.data.shards import FrameReader, write_table
+from g4g.params import AudioParams, CropParams, DatasetParams, LandmarkParams, VideoParams, build
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +21,12 @@ def real_prepared(real_dir, tmp_path_factory):
     root.mkdir()
     for name in ["face_a.mp4", "face_b.mp4", "face_c.mp4", "portrait_30fps.mp4"]:
         (root / name).symlink_to(real_dir / name)  # read in place, never copied or modified
-    table, _ = scan({"root": str(root), "split": {"protocol": "count", "n_test": 1}}, seed=0, shard_size=10)
+    table, _ = scan(build(DatasetParams, {"root": str(root), "split": {"n_test": 1}, "shard_size": 10}), 0)
     write_table(out / "manifest.parquet", table)
     run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_r.parquet"),
-                 StageParams())
+                 VideoParams(), AudioParams())
     run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_f.parquet"), LandmarkParams(),
-              CropStageParams())
+              CropParams())
     return out
 
 

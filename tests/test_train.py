@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from g4g.data.mels import audio_window
-from g4g.train.params import ModelParams, SyncParams, TrainParams
+from g4g.models.g4g import variant_config
+from g4g.params import ModelParams, SyncParams, TrainParams
 
 N_FRAMES, TRAIN_CLIPS, TEST_CLIPS = 40, 4, 3
 
@@ -49,8 +50,8 @@ def tiny_train(**kw) -> TrainParams:
 @pytest.fixture(scope="module")
 def expert_file(tmp_path_factory):
     """An (untrained) sync expert file in train_sync's format, for the clip stage."""
+    from g4g.models.loading import build_expert
     from g4g.train.checkpoint import save_checkpoint
-    from g4g.train.sync import build_expert
 
     p = SyncParams(width=0.125, mouth_size=64)
     torch.manual_seed(0)
@@ -70,7 +71,7 @@ def test_sampler_shapes_and_constraints(synth, T):
     from g4g.train.data import G4GSamples, IndexStream, read_clips
 
     clips = read_clips(str(synth))
-    cfg = SMALL.g4g_config("full", 64)
+    cfg = variant_config(SMALL, "full", 64)
     ds = G4GSamples(clips, cfg, T, seed=3, n_hard_negatives=2)
     for i in range(12):
         s = ds[i]
@@ -92,8 +93,7 @@ def test_sampler_shapes_and_constraints(synth, T):
 
 
 def test_sync_samples(synth):
-    from g4g.train.data import read_clips
-    from g4g.train.sync import SyncSamples
+    from g4g.train.data import SyncSamples, read_clips
 
     ds = SyncSamples(read_clips(str(synth)), mouth_size=64, seed=1)
     labels = []
@@ -110,8 +110,9 @@ def test_batchnorm_recalibration_matches_the_batch_statistics(synth):
     (batch statistics); with the stale running statistics it does not. Momenta and mode are restored."""
     from torch.utils.data import default_collate
 
-    from g4g.train.data import read_clips
-    from g4g.train.sync import SyncSamples, build_expert, recalibrate_batchnorm
+    from g4g.models.loading import build_expert
+    from g4g.train.data import SyncSamples, read_clips
+    from g4g.train.sync import recalibrate_batchnorm
 
     torch.manual_seed(0)
     expert = build_expert(SyncParams(width=0.125, mouth_size=64))
@@ -139,8 +140,9 @@ def test_expert_digest_follows_the_weights_not_the_file(expert_file, tmp_path):
     other provenance (a new commit) keeps the key, so training resumes; a changed weight changes it."""
     import torch
 
+    from g4g.models.loading import expert_digest as digest_of_state
+    from g4g.models.loading import load_sync_expert
     from g4g.train.checkpoint import save_checkpoint
-    from g4g.train.sync import expert_digest as digest_of_state, load_sync_expert
     from g4g.utils import sha256_file
 
     def expert_digest(path):
@@ -157,22 +159,6 @@ def test_expert_digest_follows_the_weights_not_the_file(expert_file, tmp_path):
     changed = {**state["expert"], name: state["expert"][name] + 1e-6}
     save_checkpoint(again, {**state, "expert": changed})
     assert expert_digest(again) != expert_digest(expert_file)
-
-
-def test_params_resolve_demo_overrides():
-    from g4g.config import ROOT, load, section
-    from g4g.train.commands import load_params
-    from g4g.train.params import deep_merge, resolve
-
-    assert deep_merge({"a": {"b": 1, "c": [1]}, "d": 2}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}, "d": 2}
-    cfg = load()
-    demo, paper = resolve(cfg, "demo"), resolve(cfg, "hdtf")
-    assert demo["model"]["size"] == "demo" and paper["model"]["size"] == "paper"
-    assert section(TrainParams, paper["train"]).weights["lambda_con"] == 5.0
-    assert section(TrainParams, demo["train"]).allow_no_perceptual
-    assert not section(TrainParams, paper["train"]).allow_no_perceptual
-    assert load_params(str(ROOT / "params.yaml"), "demo") == demo
-    assert load_params(json.dumps({"train": {"lr": 1e-05}}), "demo") == {"train": {"lr": 1e-05}}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,7 +191,7 @@ def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
 
 def test_tracking_without_mlflow(monkeypatch, tmp_path):
     """Where mlflow is not importable (GPU machines) the tracker is a silent no-op; the CSV still works."""
-    from g4g.train.tracking import LossLog, Tracker, read_losses
+    from g4g.tracking import LossLog, Tracker, read_losses
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
@@ -239,7 +225,7 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(synth, tmp_path):
                        "checkpoint_every": 1000, "log_every": 1, "eval_windows": 4}, "seed": 0}
     out = tmp_path / "syncnet.pt"
     cmd = [sys.executable, "-m", "g4g", "train-sync", "--dataset", "synth", "--clips", str(synth),
-           "--params", json.dumps(params), "--out", str(out), "--tracking", '{"mlflow": false}']
+           "--params", json.dumps(params), "--out", str(out), "--tracking.mlflow", "false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     losses = tmp_path / "syncnet" / "losses.csv"
     deadline = time.time() + 120
@@ -334,7 +320,7 @@ def test_missing_vgg_weights_is_a_clear_error(synth, tmp_path, monkeypatch, caps
     assert perceptual_term(allow_missing=True) == (None, "off (no VGG weights)")
     params = json.dumps({"model": {"size": "demo"}, "train": {"allow_no_perceptual": False}})
     rc = main(["train", "--dataset", "synth", "--clips", str(synth), "--params", params,
-               "--out", str(tmp_path / "m" / "model.pt"), "--tracking", '{"mlflow": false}'])
+               "--out", str(tmp_path / "m" / "model.pt"), "--tracking.mlflow", "false"])
     assert rc == 2 and "vgg19-dcbb9e9d.pth" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -343,7 +329,8 @@ def test_sync_expert_learns(synth, tmp_path):
     """Held-out in-sync vs >= 5-frame-shifted pairs told apart clearly above chance (0.5). Over 3 x 36
     centre frames chance has a standard deviation of about 0.035 (acc) and 0.05 (pair acc); runs of this
     setting show about 0.61-0.67 and 0.68-0.72, and the in-sync cosine 0.15-0.2 above the off-sync one."""
-    from g4g.train.sync import load_sync_expert, train_sync
+    from g4g.models.loading import load_sync_expert
+    from g4g.train.sync import train_sync
 
     p = SyncParams(steps=80, batch=32, lr=1e-3, width=0.25, mouth_size=64, workers=0, frame_cache=2000,
                    checkpoint_every=1000, log_every=20, eval_windows=36)
@@ -365,7 +352,7 @@ def test_generator_overfits_a_few_frames(synth):
     from g4g.train.data import G4GSamples, device_batch, read_clips
 
     torch.manual_seed(0)
-    cfg = SMALL.g4g_config("full", 64)
+    cfg = variant_config(SMALL, "full", 64)
     ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
     b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
     G = G4G(cfg)

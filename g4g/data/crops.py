@@ -1,4 +1,4 @@
-"""Face-crop geometry (METHOD.md Sec. 1): from 68 landmarks to a 416 x 320 crop and its transform.
+"""Face-crop geometry (docs/design/method.md Sec. 1): from 68 landmarks to a 416 x 320 crop and its transform.
 
 With nose bridge p29, nose base p33, mouth corners p48/p54 and the chin (max y of jaw 0..16):
     r     = max(chin_y - p29.y, p54.x - p48.x) * s / 2           (s = 1.05 at inference)
@@ -10,11 +10,10 @@ The transform is a uniform scale + translation: crop = A @ [x, y, 1] with A = [[
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
+from g4g.params import CropParams
 from g4g.rejects import ClipError
 
 CROP_H, CROP_W = 416, 320
@@ -23,13 +22,6 @@ ANCHOR = (160.0, 128.0)  # crop (x, y) of (p33.x, p29.y)
 MOUTH_BOX = (128, 384, 32, 288)  # rows [128, 384), cols [32, 288) at 416 x 320
 
 
-@dataclass(frozen=True)
-class CropParams:
-    scale: float = 1.05  # s at inference (train-time augmentation draws s ~ U[1.05, 1.15))
-    window: int = 25  # frames: r is the max over a centred window, so the scale is stable
-    smooth_sigma: float = 2.0  # frames: Gaussian smoothing of the anchor and r after the window max
-    height: int = CROP_H
-    width: int = CROP_W
 
 
 def frame_radius(points: np.ndarray, scale: float) -> np.ndarray:
@@ -58,7 +50,7 @@ def crop_boxes(points: np.ndarray, p: CropParams = CropParams()) -> np.ndarray:
 def box_to_affine(boxes: np.ndarray, p: CropParams = CropParams()) -> np.ndarray:
     """(T, 2, 3) affine from source pixels to crop pixels for each box."""
     boxes = np.atleast_2d(boxes)
-    k = p.width / (boxes[:, 2] - boxes[:, 0])  # = p.height / box height: the box has the crop's aspect
+    k = CROP_W / (boxes[:, 2] - boxes[:, 0])  # = CROP_H / box height: the box has the crop's aspect
     A = np.zeros((len(boxes), 2, 3), dtype=np.float64)
     A[:, 0, 0] = k
     A[:, 1, 1] = k
@@ -114,7 +106,7 @@ def _region(A: np.ndarray, p: CropParams) -> tuple[int, int, int, int]:
     """Integer source region (x0, y0, x1, y1) covering the crop, with a 2 px margin for filtering."""
     Ainv = invert_affine(np.asarray(A, np.float64)[None])[0]
     x0, y0 = Ainv[0, 2], Ainv[1, 2]
-    x1, y1 = x0 + Ainv[0, 0] * p.width, y0 + Ainv[1, 1] * p.height
+    x1, y1 = x0 + Ainv[0, 0] * CROP_W, y0 + Ainv[1, 1] * CROP_H
     return int(np.floor(x0)) - 2, int(np.floor(y0)) - 2, int(np.ceil(x1)) + 2, int(np.ceil(y1)) + 2
 
 
@@ -149,5 +141,6 @@ def warp_region(region: np.ndarray, origin: tuple[int, int], want: tuple[int, in
         region = cv2.GaussianBlur(region, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     # region pixel u averages source pixels [u f, u f + f): centre X = f u + (f - 1) / 2 + ox;
     # crop c = A00 X + A02 (likewise for rows)
-    M = np.float32([[k * f, 0, k * ((f - 1) / 2 + ox) + A[0, 2]], [0, A[1, 1] * f, A[1, 1] * ((f - 1) / 2 + oy) + A[1, 2]]])
-    return cv2.warpAffine(region, M, (p.width, p.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    M = np.float32([[k * f, 0, k * ((f - 1) / 2 + ox) + A[0, 2]],
+                    [0, A[1, 1] * f, A[1, 1] * ((f - 1) / 2 + oy) + A[1, 2]]])
+    return cv2.warpAffine(region, M, (CROP_W, CROP_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -13,9 +13,9 @@ import functools
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -24,6 +24,7 @@ from scipy import signal
 from g4g.io.audio import write_wav
 from g4g.io.video import VideoWriter
 from g4g.utils import stable_seed, write_json
+from g4g.weights import dlib_predictor_path
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,6 @@ def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
     import dlib
     import skimage.data
 
-    from g4g.weights import dlib_predictor_path
 
     img = skimage.data.astronaut()
     rects, scores, _ = dlib.get_frontal_face_detector().run(img, 1, 0.0)
@@ -174,7 +174,7 @@ class Variant:
     offset: tuple = (0.0, 0.0)  # face centre offset, fraction of frame size
 
     @classmethod
-    def sample(cls, seed: int) -> "Variant":
+    def sample(cls, seed: int) -> Variant:
         r = np.random.default_rng(seed)
         u = lambda a, b: round(float(r.uniform(a, b)), 4)  # noqa: E731
         return cls(hue=u(-12, 12), saturation=u(0.75, 1.25), brightness=u(0.8, 1.15), contrast=u(0.85, 1.15),

@@ -24,6 +24,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from g4g import weights
 from g4g.io.video import LIMITED_TO_FULL, Yuv420, iter_frames
+from g4g.params import LandmarkParams
 from g4g.rejects import ClipError
 
 NOSE, MOUTH = slice(27, 36), slice(48, 68)
@@ -34,18 +35,6 @@ CONFIRM_IOU = 0.3
 ROI_FACE_PX = 96  # confirmation detections see the tracked face at this size (dlib's HOG window is 80)
 
 
-@dataclass
-class LandmarkParams:
-    backend: str = "dlib"  # 'dlib' | 'fan'
-    detect_every: int = 5  # frames between detections while tracking
-    detect_max_side: int = 640  # long side of the frame the detector sees
-    upsample: int = 0  # dlib HOG upsampling (1 finds faces down to ~40 px at detect scale, ~4x slower)
-    roi_margin: float = 0.35  # confirmations search the tracked box +- this x its side (0: whole frame)
-    full_detect_every: int = 25  # but a whole-frame detection at least this often (counts faces; 0: never)
-    smooth_sigma: float = 1.0  # Gaussian temporal smoothing of the points, in frames; 0 disables
-    min_detected_fraction: float = 0.5  # below this the clip is rejected
-    max_gap: int = 12  # failed runs longer than this are flagged in `long_gap`
-    device: str = "cpu"  # FAN only
 
 
 @dataclass
@@ -210,7 +199,7 @@ class _Image:
         self.img, self.limited, self.shape = img, limited, img.shape
 
     @classmethod
-    def of(cls, frame, fmt: str) -> "_Image":
+    def of(cls, frame, fmt: str) -> _Image:
         """From what iter_frames yields (raw_yuv420p=True): a Yuv420, an RGB array or a grey array."""
         if isinstance(frame, Yuv420):
             return cls(frame.y, limited=True) if fmt == "gray" else cls(frame.rgb())

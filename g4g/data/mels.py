@@ -1,4 +1,4 @@
-"""Mel spectrograms and audio windows (METHOD.md Sec. 1): Wav2Lip's front end, on purpose.
+"""Mel spectrograms and audio windows (docs/design/method.md Sec. 1): Wav2Lip's front end, on purpose.
 
 n_fft 800, win 800, hop 200 at 16 kHz (80 mel frames per second, 3.2 per video frame), 80 bands from
 55 to 7600 Hz, pre-emphasis 0.97, 20 log10 amplitude floored at 1e-5 minus a 20 dB reference, then
@@ -7,32 +7,16 @@ clipped-normalised from [-100, 0] dB to [-4, 4].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pyarrow.parquet as pq
 from scipy.signal import lfilter
+from tqdm import tqdm
 
-
-@dataclass(frozen=True)
-class MelParams:
-    sample_rate: int = 16000
-    n_fft: int = 800
-    win_length: int = 800
-    hop_length: int = 200
-    n_mels: int = 80
-    fmin: float = 55.0
-    fmax: float = 7600.0
-    preemphasis: float = 0.97
-    ref_level_db: float = 20.0
-    min_level_db: float = -100.0
-    max_abs_value: float = 4.0
-    fps: float = 25.0
-    window_frames: int = 16  # mel frames per audio window A (0.2 s = 5 video frames)
-
-    @property
-    def mel_fps(self) -> float:
-        return self.sample_rate / self.hop_length  # 80
+from g4g.data.shards import mel_row, write_mels
+from g4g.params import AudioParams, MelParams
+from g4g.rejects import ClipError, Rejects, guard
 
 
 @lru_cache(maxsize=4)
@@ -75,3 +59,23 @@ def audio_windows(mel: np.ndarray, frames: np.ndarray, p: MelParams = MelParams(
     """Batched audio_window: (len(frames), 80, 16)."""
     s = window_start(np.asarray(frames), p)[:, None] + np.arange(p.window_frames)[None, :]
     return np.transpose(mel[:, np.clip(s, 0, mel.shape[1] - 1)], (1, 0, 2))
+
+
+# ---- the `mels` stage: one shard's clips -> mel shard ----------------------------------------------------
+
+def mel_clip(row: dict, mp: MelParams, audio: AudioParams) -> dict:
+    if row["audio_silent"] and audio.reject_silent:
+        raise ClipError(f"audio is silent ({row['audio_dbfs']:.1f} dBFS < {audio.silence_dbfs:g}): "
+                        f"nothing to learn lip sync from")
+    wav = np.frombuffer(row["audio_pcm16"], dtype="<i2").astype(np.float32) / 32768.0
+    return mel_row(row["clip_id"], row["n_frames"], melspectrogram(wav, mp), row["audio_dbfs"])
+
+
+def run_mels(resampled: str, out: str, rejects_out: str, mp: MelParams, audio: AudioParams) -> None:
+    rows = pq.read_table(resampled, columns=["clip_id", "path", "n_frames", "audio_pcm16", "audio_dbfs",
+                                             "audio_silent"]).to_pylist()
+    rejects = Rejects("mels")
+    done = [r for row in tqdm(rows, desc="mels", unit="clip")
+            if (r := guard(rejects, row["clip_id"], row["path"], mel_clip, row, mp, audio)) is not None]
+    write_mels(out, done)
+    rejects.write(rejects_out)

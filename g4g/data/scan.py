@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from g4g.io.video import probe
+from g4g.params import DatasetParams, SplitParams
 from g4g.rejects import ClipError, Rejects
+from g4g.utils import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,11 @@ def clip_id_for(rel: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.replace(os.sep, "__"))
 
 
-def dataset_clips(ds: dict) -> dict[str, str]:
+def dataset_clips(ds: DatasetParams) -> dict[str, str]:
     """clip_id -> video path, sorted by id. The demo set's names come from its parameters."""
-    root = Path(ds["root"])
-    if ds.get("generate") == "demo":
-        return {f"demo_{i:03d}": str(root / f"demo_{i:03d}.mp4") for i in range(int(ds["n_clips"]))}
+    root = Path(ds.root)
+    if ds.generate == "demo":
+        return {f"demo_{i:03d}": str(root / f"demo_{i:03d}.mp4") for i in range(ds.n_clips)}
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: put the raw videos there "
                                 f"(or point params.yaml datasets.<name>.root at them)")
@@ -61,34 +64,35 @@ def assign_shards(clip_ids: list[str], shard_size: int) -> dict[str, list[str]]:
     return {f"s{i // shard_size:04d}": ids[i:i + shard_size] for i in range(0, len(ids), shard_size)}
 
 
-def split_clips(clip_ids: list[str], split: dict, seed: int) -> dict[str, str]:
+def split_clips(clip_ids: list[str], split: SplitParams, seed: int) -> dict[str, str]:
     """clip_id -> 'train' | 'val' | 'test', deterministic from the seed and the sorted id list.
 
     protocols: 'hdtf' (n_test random test videos, paper: 20), 'lrs2' (8:2 train/held-out split of
     which n_test are sampled as test videos, paper: 45; the rest of the held-out part is 'val'),
-    'count' (n_test random test videos), 'list' (ids listed one per line in split['test_list']).
+    'count' (n_test random test videos), 'list' (ids listed one per line in split.test_list).
     """
     ids = sorted(clip_ids)
     rng = np.random.default_rng(seed)
-    proto = split.get("protocol", "count")
+    proto = split.protocol
     out = {c: "train" for c in ids}
     if proto in ("hdtf", "count"):
-        n = min(int(split.get("n_test", 20)), max(len(ids) - 1, 0))
+        n = min(20 if split.n_test is None else split.n_test, max(len(ids) - 1, 0))
         for c in rng.choice(ids, size=n, replace=False) if n else []:
             out[c] = "test"
     elif proto == "lrs2":
-        held = rng.permutation(ids)[: int(round(len(ids) * float(split.get("test_fraction", 0.2))))]
-        n = min(int(split.get("n_test", 45)), len(held))
+        fraction = 0.2 if split.test_fraction is None else split.test_fraction
+        held = rng.permutation(ids)[: int(round(len(ids) * fraction))]
+        n = min(45 if split.n_test is None else split.n_test, len(held))
         test = set(rng.choice(held, size=n, replace=False)) if n else set()
         for c in held:
             out[c] = "test" if c in test else "val"
     elif proto == "list":
-        listed = {ln.strip() for ln in Path(split["test_list"]).read_text().splitlines() if ln.strip()}
+        listed = {ln.strip() for ln in Path(split.test_list).read_text().splitlines() if ln.strip()}
         listed = {clip_id_for(x) if os.sep in x or "." in x else x for x in listed}
         unknown = listed - set(ids)
         if unknown:
             log.warning("%d test ids in %s are not in the dataset (e.g. %s)", len(unknown),
-                        split["test_list"], sorted(unknown)[0])
+                        split.test_list, sorted(unknown)[0])
         for c in listed & set(ids):
             out[c] = "test"
     else:
@@ -109,13 +113,10 @@ def quick_checksum(path: str, block: int = 1 << 22) -> str:
     return "q:" + h.hexdigest()
 
 
-def scan(ds: dict, seed: int, shard_size: int, checksum: str = "quick") -> tuple[pa.Table, Rejects]:
-    from g4g.io.video import probe
-    from g4g.utils import sha256_file
-
+def scan(ds: DatasetParams, seed: int) -> tuple[pa.Table, Rejects]:
     clips = dataset_clips(ds)
-    splits = split_clips(list(clips), ds.get("split", {}), seed)
-    shard_of = {c: s for s, ids in assign_shards(list(clips), shard_size).items() for c in ids}
+    splits = split_clips(list(clips), ds.split, seed)
+    shard_of = {c: s for s, ids in assign_shards(list(clips), ds.shard_size).items() for c in ids}
     rejects = Rejects("scan")
     rows = []
     for cid, path in clips.items():
@@ -127,7 +128,7 @@ def scan(ds: dict, seed: int, shard_size: int, checksum: str = "quick") -> tuple
                        height=info.height, rotation=info.rotation, variable_rate=info.variable_rate,
                        codec=info.codec, has_audio=info.has_audio)
             row["size_bytes"] = os.path.getsize(path)
-            row["checksum"] = sha256_file(path) if checksum == "full" else quick_checksum(path)
+            row["checksum"] = sha256_file(path) if ds.checksum == "full" else quick_checksum(path)
         except ClipError as e:
             row.update(ok=False, reason=str(e))
             rejects.add(cid, str(e), path)

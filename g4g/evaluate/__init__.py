@@ -1,4 +1,5 @@
-"""Evaluation under one frozen protocol (METHOD.md Sec. 9) and the paper's tables (PIPELINE.md Sec. 5).
+"""Evaluation under one frozen protocol (docs/design/method.md Sec. 9) and the paper's tables
+(docs/design/pipeline.md Sec. 5).
 
     protocol.py     EvalParams, the metric networks available (and why some are not), chunked LSE,
                     re-cropping any method's video with the stored ground-truth crop transforms

@@ -8,22 +8,26 @@ project's own data.
 Inputs mirror what the expert was trained on (g4g.train.sync.SyncSamples): each 416 x 320 face crop is
 resized (INTER_AREA) to the face size of the expert's mouth size, its 1.0-scale mouth square is cut and
 resized to 128 x 128; a window stacks 5 consecutive mouths (15 ch). The audio of the window starting at
-video frame s is the mel window A of its centre frame s + 2, which covers frames s..s+4 (METHOD.md Sec. 1).
+video frame s is the mel window A of its centre frame s + 2, which covers frames s..s+4 (docs/design/method.md Sec. 1).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from g4g.data.mels import MelParams, audio_windows, melspectrogram
+from g4g.data.mels import audio_windows, melspectrogram
 from g4g.metrics.lse import SyncEmbedder
 from g4g.metrics.weights_info import WeightsInfo
+from g4g.models.composite import face_size
+from g4g.models.loading import load_sync_expert
+from g4g.models.sync_expert import EXPERT_SIZE, mouth_square
+from g4g.params import MelParams
 
 
 class OwnSyncNet(SyncEmbedder):
@@ -31,8 +35,6 @@ class OwnSyncNet(SyncEmbedder):
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None,
                  mel: MelParams = MelParams()):
-        from g4g.models.composite import face_size
-        from g4g.train.sync import load_sync_expert
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.expert, state = load_sync_expert(path, self.device)
@@ -43,8 +45,6 @@ class OwnSyncNet(SyncEmbedder):
 
     def mouths(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, 416, 320, 3) face crops -> (T, 3, 128, 128) float mouth squares in [0, 1]."""
-        from g4g.models.sync_expert import EXPERT_SIZE
-        from g4g.train.sync import mouth_square
 
         H, W = self.face_size
         m = [mouth_square(f if f.shape[:2] == (H, W) else cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA))

@@ -1,4 +1,4 @@
-"""The numbers the G4G paper publishes (arXiv 2402.18122; design/PAPER_TABLES.md), kept as data.
+"""The numbers the G4G paper publishes (arXiv 2402.18122; docs/design/paper-tables.md), kept as data.
 
 Reconstruction setting, each video driven by its own audio. Methods and datasets use the keys of this
 project's tables ('g4g', 'wav2lip', ..., 'hdtf', 'lrs2') so that published and measured rows line up;

@@ -1,4 +1,4 @@
-"""The frozen evaluation protocol (METHOD.md Sec. 9): one clip's video against its ground truth.
+"""The frozen evaluation protocol (docs/design/method.md Sec. 9): one clip's video against its ground truth.
 
 Any method's video (ours, a baseline, an external method's own output) is read at 25 fps and re-cropped
 with the SAME stored crop transforms the ground-truth test crops were cut with, so every method is
@@ -21,8 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from g4g.infer.testset import TestClip
+from g4g.evaluate.own_syncnet import OwnSyncNet
+from g4g.infer.testset import TestClip, stored_track
+from g4g.io.video import frame_times, probe, resample_index
+from g4g.metrics.fid import FIDInception
+from g4g.metrics.lpips_metric import LPIPSMetric
+from g4g.metrics.lse import lse_from_embeddings
+from g4g.metrics.syncnet import OfficialSyncNet
+from g4g.params import EvalParams, MelParams
 from g4g.rejects import ClipError
+from g4g.weights import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +41,6 @@ LSE_OFFICIAL, LSE_OWN = ("LSE-D", "LSE-C"), ("LSE-D (own SyncNet)", "LSE-C (own 
 COLUMNS = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", *LSE_OFFICIAL, *LSE_OWN, *FULL)
 
 
-@dataclass
-class EvalParams:
-    allow_surrogates: bool = False  # LSE with the own sync expert (own columns) when allowed
-    full_frame: bool = True         # PSNR / SSIM / MSE on full frames as extra columns
-    chunk_frames: int = 64          # frames decoded and scored at a time
-    batch_size: int = 16            # frames (or sync windows) per network call
-    device: str = "auto"
-    image_dtype: str = "auto"       # PSNR/SSIM/MSE arithmetic: auto = float64 on CUDA, float32 on CPU
-    lse_vshift: int = 15            # offsets searched: -v..+v frames (syncnet_python)
-    strip_frames: int = 4           # frames in the report strip of the first clip
 
 
 @dataclass
@@ -61,7 +59,6 @@ def build_metrics(p: EvalParams, syncnet: str | None = None, image: bool = True,
     """Load what the weights on disk allow; `image=False` (ground truth vs itself) loads LSE only."""
     import torch
 
-    from g4g.weights import WeightsError
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
     m = Metrics()
@@ -76,19 +73,14 @@ def build_metrics(p: EvalParams, syncnet: str | None = None, image: bool = True,
         m.weights[column] = str(obj.info)
 
     if image:
-        from g4g.metrics.fid import FIDInception
-        from g4g.metrics.lpips_metric import LPIPSMetric
 
         attempt("lpips", "LPIPS", lambda: LPIPSMetric(pretrained=True, device=device))
         attempt("fid", "FID", lambda: FIDInception(pretrained=True, device=device))
-    from g4g.metrics.syncnet import OfficialSyncNet
 
     attempt("sync", "LSE", lambda: OfficialSyncNet(pretrained=True, device=device))
     if p.allow_surrogates:
         if syncnet and os.path.exists(syncnet):
-            from g4g.evaluate.own_syncnet import OwnSyncNet
 
-            from g4g.data.mels import MelParams
 
             m.own_sync = OwnSyncNet(syncnet, device, mel or MelParams())
             m.weights["LSE (own SyncNet)"] = str(m.own_sync.info)
@@ -132,7 +124,6 @@ class ChunkedLSE:
     def result(self, vshift: int = 15):
         import torch
 
-        from g4g.metrics.lse import lse_from_embeddings
 
         if self.n < 1:
             raise ClipError(f"clip too short for LSE ({self.n} windows)")
@@ -149,8 +140,6 @@ class ChunkedLSE:
 
 def open_video(path: str | os.PathLike, clip: TestClip) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(25 fps index map, per-frame affines for this video's size, notes) of a video to score."""
-    from g4g.infer.testset import stored_track
-    from g4g.io.video import frame_times, probe, resample_index
 
     info = probe(path)
     idx = resample_index(frame_times(path), 25.0, info.duration)

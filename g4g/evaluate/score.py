@@ -1,6 +1,6 @@
 """Score one method over a dataset's test clips (rule `evaluate`): per-frame Parquet + a summary JSON.
 
-Per clip, frames are averaged into the clip's value; the method's value is the mean over clips (METHOD.md
+Per clip, frames are averaged into the clip's value; the method's value is the mean over clips (docs/design/method.md
 Sec. 9), except FID, pooled over all frames of the method, and LSE, whose per-clip values are averaged.
 A clip without a scorable video (not rendered, rejected, unreadable) is listed with its reason and left
 out of the means; it never stops the others.
@@ -16,10 +16,28 @@ from pathlib import Path
 
 import numpy as np
 
-from g4g.evaluate.protocol import (COLUMNS, FULL, IMAGE, LSE_OFFICIAL, LSE_OWN, ChunkedLSE, EvalParams, Metrics,
-                                   build_metrics, open_video)
-from g4g.infer.testset import TestClip, test_clips
+from g4g.data.crops import warp_crop
+from g4g.data.shards import FrameReader, write_table
+from g4g.evaluate.charts import frame_strip
+from g4g.evaluate.protocol import (
+    COLUMNS,
+    FULL,
+    IMAGE,
+    LSE_OFFICIAL,
+    LSE_OWN,
+    ChunkedLSE,
+    Metrics,
+    build_metrics,
+    open_video,
+)
+from g4g.infer.testset import TestClip, stored_track, test_clips
+from g4g.io.video import iter_frames
+from g4g.metrics.fid import ActivationStats, fid_from_stats
+from g4g.metrics.image import image_metrics
+from g4g.params import EvalParams
 from g4g.rejects import ClipError
+from g4g.tracking import log_evaluation
+from g4g.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +45,6 @@ GROUND_TRUTH = "ground_truth"  # the "method" whose video is the source itself: 
 
 
 def _frames(path, idx, n: int):
-    from g4g.io.video import iter_frames
 
     for _, f in iter_frames(path, idx[:n]):
         yield f
@@ -42,10 +59,6 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
     """
     import cv2
 
-    from g4g.data.crops import warp_crop
-    from g4g.data.shards import FrameReader
-    from g4g.infer.testset import stored_track
-    from g4g.metrics.image import image_metrics
 
     if video is None:
         idx, A, notes = clip.index_map, stored_track(clip).affine, []
@@ -132,7 +145,6 @@ def video_of(clip: TestClip, videos_dir: str | None, index: dict) -> tuple[str |
 
 def aggregate(clips: list[dict], fid_stats: dict | None) -> dict:
     """Method values: the mean over clips of each column (FID pooled)."""
-    from g4g.metrics.fid import fid_from_stats
 
     out = {}
     for col in COLUMNS:
@@ -153,9 +165,6 @@ def evaluate_method(dataset: str, method: str, clips_parquet: str, resampled: li
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from g4g.data.shards import write_table
-    from g4g.metrics.fid import ActivationStats
-    from g4g.utils import write_json
 
     if method == "summary":
         raise ValueError("'summary' is reserved (results/metrics/{dataset}/summary.json); rename the method")
@@ -199,10 +208,8 @@ def evaluate_method(dataset: str, method: str, clips_parquet: str, resampled: li
            "n_frames": int(sum(c["n_frames"] for c in done)), "metrics": aggregate(done, fid_stats),
            "weights": m.weights, "notes": notes, "clips": done, "rejects": rejects, "params": vars(p).copy()}
     if strip_out:
-        from g4g.evaluate.charts import frame_strip
 
         frame_strip(strip, strip_out, f"{dataset} / {method}")
-    from g4g.evaluate.tracking import log_evaluation
 
     write_json(summary_out, out)
     out.update(log_evaluation(out, tracking, checkpoint, [summary_out] + ([strip_out] if strip_out else [])))

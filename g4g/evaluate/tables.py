@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from g4g.evaluate import paper
-from g4g.evaluate.charts import CHART_METRICS, bar_chart, slug
+from g4g.evaluate.charts import CHART_METRICS, bar_chart, row_label, slug
 from g4g.evaluate.protocol import COLUMNS
 from g4g.utils import atomic_path, write_json, write_text
 
@@ -85,7 +85,6 @@ def metrics_json(rows: list[dict]) -> dict:
 
 def plot_rows(rows: list[dict], metric: str) -> list[dict]:
     """Plot data of one metric (DVC bar chart): one {method, value, source} per row that has it."""
-    from g4g.evaluate.charts import row_label
 
     return [{"method": row_label(r), "value": r["metrics"][metric], "source": r["source"]} for r in rows
             if isinstance(r["metrics"].get(metric), (int, float)) and math.isfinite(r["metrics"][metric])]

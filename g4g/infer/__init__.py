@@ -1,4 +1,4 @@
-"""Inference (METHOD.md Sec. 7): any video + any audio -> a lip-synced video, and the test-set driver.
+"""Inference (docs/design/method.md Sec. 7): any video + any audio -> a lip-synced video, and the test-set driver.
 
     timeline.py    which video frame each output frame shows (ping-pong), reference frames, output length
     frames.py      ChunkReader: 25 fps frames of any video in chunks, forward or backward, bounded memory

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import av
 import numpy as np

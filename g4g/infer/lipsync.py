@@ -1,4 +1,4 @@
-"""Lip-sync any video to any audio with a trained G4G generator (METHOD.md Sec. 7).
+"""Lip-sync any video to any audio with a trained G4G generator (docs/design/method.md Sec. 7).
 
     video --25 fps--> landmarks --smoothed--> crop transforms A (T, 2, 3)
     audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k
@@ -31,34 +31,22 @@ import cv2
 import numpy as np
 import torch
 
-from g4g.data.crops import CropParams, apply_affine, box_to_affine, crop_boxes, warp_crop
-from g4g.data.mels import MelParams, audio_windows, melspectrogram
+from g4g.data.crops import apply_affine, box_to_affine, crop_boxes, warp_crop
+from g4g.data.landmarks import LandmarkParams, track_landmarks
+from g4g.data.mels import audio_windows, melspectrogram
 from g4g.infer.frames import ChunkReader
 from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
+from g4g.io.audio import level_dbfs, load_audio, write_wav
+from g4g.io.video import VideoWriter, ffmpeg_exe, frame_times, probe, resample_index
+from g4g.models.loading import load_generator
+from g4g.params import PASTE_REGIONS, AudioParams, CropParams, InferParams, MelParams
 from g4g.rejects import ClipError
 
 log = logging.getLogger(__name__)
 
-PASTE_REGIONS = ("lower_face", "crop")
 
 
-@dataclass
-class LipsyncParams:
-    batch_size: int = 8        # frames per generator call
-    chunk_frames: int = 32     # frames decoded, generated, pasted and encoded at a time (memory bound)
-    overlap: bool = True       # decode/crop the next chunk and paste/encode the previous one in two threads
-    paste_threads: int = 1     # threads pasting the frames of one chunk (GPU machines: the CPU side's limit)
-    feather: float = 16.0      # paste-back edge ramp, in 416 x 320 crop pixels
-    paste_region: str = "lower_face"  # lower_face: only G (the generated region) replaces the frame | crop
-    device: str = "auto"       # auto | cpu | cuda | cuda:N
-    amp: bool = True           # bf16 autocast on CUDA
-    crf: int = 18              # x264 quality of the output
-    preset: str = "veryfast"   # x264 speed/size trade-off
-    allow_silent: bool = False  # render silent driving audio anyway (closed mouth) instead of refusing it
-    silence_dbfs: float = -60.0  # RMS level below which the driving audio counts as silent
-    fps: float = 25.0
-    sample_rate: int = 16000
 
 
 @dataclass
@@ -81,8 +69,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = CropParams(), fps: float = 25.0,
                 progress: bool = False) -> Track:
     """Resample the video to `fps`, track 68 landmarks, derive the smoothed crop transforms."""
-    from g4g.data.landmarks import LandmarkParams, track_landmarks
-    from g4g.io.video import frame_times, probe, resample_index
 
     info = probe(video)
     index_map = resample_index(frame_times(video), fps, info.duration)
@@ -95,17 +81,17 @@ def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = Cro
                   "height": info.height})
 
 
-def read_driving_audio(audio, p: LipsyncParams) -> np.ndarray:
-    """float32 16 kHz mono from a path (any format with an audio stream) or an array; refuses silence."""
-    from g4g.io.audio import level_dbfs, load_audio
+def read_driving_audio(audio, p: InferParams, mel: MelParams, silence_dbfs: float) -> np.ndarray:
+    """float32 16 kHz mono from a path (any format with an audio stream) or an array; refuses silence
+    (below `silence_dbfs`, params.yaml audio.silence_dbfs) unless p.allow_silent."""
 
-    wav = load_audio(audio, p.sample_rate) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio, np.float32)
-    if len(wav) < p.sample_rate / p.fps:
+    wav = load_audio(audio, mel.sample_rate) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio, np.float32)
+    if len(wav) < mel.sample_rate / mel.fps:
         raise ClipError(f"driving audio too short: {len(wav)} samples (< one frame)")
     db = level_dbfs(wav)
-    if db < p.silence_dbfs and not p.allow_silent:
-        raise ClipError(f"driving audio is silent ({db:.1f} dBFS < {p.silence_dbfs:g}): nothing to lip-sync to "
-                        f"(--allow-silent or infer.allow_silent renders it anyway)")
+    if db < silence_dbfs and not p.allow_silent:
+        raise ClipError(f"driving audio is silent ({db:.1f} dBFS < {silence_dbfs:g}): nothing to lip-sync to "
+                        f"(--infer.allow_silent true, or params.yaml infer.allow_silent, renders it anyway)")
     return wav
 
 
@@ -114,7 +100,6 @@ def exact_audio(src: str | os.PathLike, seconds: float, out: str | os.PathLike) 
     `seconds` (the muxer then ends audio and video together, without losing the last AAC frame)."""
     import subprocess
 
-    from g4g.io.video import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src), "-map", "0:a:0", "-vn", "-af", "apad",
            "-t", f"{seconds:.6f}", "-c:a", "pcm_s16le", str(out)]
@@ -126,9 +111,9 @@ def exact_audio(src: str | os.PathLike, seconds: float, out: str | os.PathLike) 
 class Lipsync:
     """A loaded generator plus the settings; `run` renders one output video."""
 
-    def __init__(self, generator: torch.nn.Module, params: LipsyncParams = LipsyncParams(),
-                 mel: MelParams = MelParams()):
-        self.p, self.mel_p = params, mel
+    def __init__(self, generator: torch.nn.Module, params: InferParams = InferParams(),
+                 mel: MelParams = MelParams(), audio: AudioParams = AudioParams()):
+        self.p, self.mel_p, self.audio_p = params, mel, audio
         self.device = resolve_device(params.device)
         self.G = generator.to(self.device).eval()
         self.size = tuple(self.G.cfg.face_size)  # (H, W) of the model's face crop
@@ -137,12 +122,11 @@ class Lipsync:
             raise ValueError(f"paste_region must be one of {', '.join(PASTE_REGIONS)}, got {params.paste_region!r}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, params: LipsyncParams = LipsyncParams(),
-                        mel: MelParams = MelParams()) -> "Lipsync":
-        from g4g.train.loop import load_generator
+    def from_checkpoint(cls, path: str | os.PathLike, params: InferParams = InferParams(),
+                        mel: MelParams = MelParams(), audio: AudioParams = AudioParams()) -> Lipsync:
 
         G, _ = load_generator(path, "cpu")
-        return cls(G, params, mel)
+        return cls(G, params, mel, audio)
 
     # ------------------------------------------------------------------------------------ pieces
     def faces(self, frames: list[np.ndarray], affines: np.ndarray) -> np.ndarray:
@@ -202,14 +186,12 @@ class Lipsync:
         are tracked here. mux_audio: the file muxed into the output (default: `audio` when it is a path,
         else a temporary wav of the array).
         """
-        from g4g.io.audio import write_wav
-        from g4g.io.video import VideoWriter
 
         t0 = time.perf_counter()
-        wav = read_driving_audio(audio, self.p)
+        wav = read_driving_audio(audio, self.p, self.mel_p, self.audio_p.silence_dbfs)
         if track is None:
-            track = track_video(video, landmarks, crop, self.p.fps, progress=progress)
-        n_out = n_output_frames(len(wav), self.p.sample_rate, self.p.fps)
+            track = track_video(video, landmarks, crop, self.mel_p.fps, progress=progress)
+        n_out = n_output_frames(len(wav), self.mel_p.sample_rate, self.mel_p.fps)
         order = pingpong_index(len(track), n_out)  # (n_out,) video frame per output frame
         mel = melspectrogram(wav, self.mel_p)
         with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames) as reader, \
@@ -217,10 +199,10 @@ class Lipsync:
             if mux_audio is None:  # the driving audio cut (or padded) to exactly the output's length
                 mux_audio = Path(tmp) / "audio.wav"
                 if isinstance(audio, (str, os.PathLike)):
-                    exact_audio(audio, n_out / self.p.fps, mux_audio)  # the file's own rate and channels
+                    exact_audio(audio, n_out / self.mel_p.fps, mux_audio)  # the file's own rate and channels
                 else:
-                    n = int(round(n_out / self.p.fps * self.p.sample_rate))
-                    write_wav(mux_audio, np.pad(wav[:n], (0, max(0, n - len(wav)))), self.p.sample_rate)
+                    n = int(round(n_out / self.mel_p.fps * self.mel_p.sample_rate))
+                    write_wav(mux_audio, np.pad(wav[:n], (0, max(0, n - len(wav)))), self.mel_p.sample_rate)
             r_idx = reference_frames(len(track), self.G.cfg.n_refs)
             r_faces = self.faces(reader.get(r_idx), track.affine[r_idx])  # (5, H, W, 3)
             refs = self._tensor(r_faces).reshape(1, -1, *self.size)  # (1, 15, H, W), frame-major
@@ -230,7 +212,7 @@ class Lipsync:
                 from tqdm import tqdm
 
                 bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
-            with VideoWriter(out, self.p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
+            with VideoWriter(out, self.mel_p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
                              crf=self.p.crf, preset=self.p.preset) as vw:
                 spans = [(c0, min(n_out, c0 + self.p.chunk_frames)) for c0 in range(0, n_out, self.p.chunk_frames)]
                 self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1), refs, vw, bar)
@@ -239,7 +221,7 @@ class Lipsync:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
-        return {"n_frames": n_out, "video_frames": len(track), "audio_seconds": len(wav) / self.p.sample_rate,
+        return {"n_frames": n_out, "video_frames": len(track), "audio_seconds": len(wav) / self.mel_p.sample_rate,
                 "pingpong": bool(n_out > len(track)), "seconds": seconds, "fps": n_out / seconds,
                 "decoded": reader.decoded, "references": r_idx.tolist(), **track.stats}
 
@@ -306,10 +288,11 @@ class Lipsync:
                 pool.shutdown()
 
 def lipsync(video: str | os.PathLike, audio: str | os.PathLike, checkpoint: str | os.PathLike,
-            out: str | os.PathLike, params: LipsyncParams = LipsyncParams(), landmarks=None,
-            crop: CropParams = CropParams(), mel: MelParams = MelParams(), progress: bool = True) -> dict:
+            out: str | os.PathLike, params: InferParams = InferParams(), landmarks=None,
+            crop: CropParams = CropParams(), mel: MelParams = MelParams(), audio_p: AudioParams = AudioParams(),
+            progress: bool = True) -> dict:
     """`g4g lipsync`: one video + one audio file -> out.mp4 with the driving audio. Returns run stats."""
-    engine = Lipsync.from_checkpoint(checkpoint, params, mel)
+    engine = Lipsync.from_checkpoint(checkpoint, params, mel, audio_p)
     stats = engine.run(video, audio, out, landmarks=landmarks, crop=crop, progress=progress)
     log.info("lipsync: %d frames (%.2f s of audio, video %d frames%s) in %.1f s = %.1f frames/s -> %s",
              stats["n_frames"], stats["audio_seconds"], stats["video_frames"],

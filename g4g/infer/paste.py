@@ -1,4 +1,4 @@
-"""Paste a generated face crop back into the full-resolution frame (METHOD.md Sec. 7).
+"""Paste a generated face crop back into the full-resolution frame (docs/design/method.md Sec. 7).
 
 The crop transform A (2x3, source pixels -> 416 x 320 crop pixels, stored per frame by the crops stage)
 is inverted: every frame pixel p inside the crop's footprint samples the face at A p (bilinear). The
@@ -15,7 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from g4g.data.crops import CROP_H, CROP_W
+from g4g.data.crops import CROP_H, CROP_W, invert_affine
+from g4g.models.composite import lower_face_mask
 
 
 def face_affine(A: np.ndarray, face_shape: tuple[int, int],
@@ -32,7 +33,6 @@ def footprint(A: np.ndarray, frame_shape: tuple[int, int], crop_size: tuple[int,
 
     box: only this rectangle (x0, y0, x1, y1) of the crop, in crop pixel coordinates (default: all of it).
     """
-    from g4g.data.crops import invert_affine
 
     H, W = crop_size
     bx0, by0, bx1, by1 = box if box is not None else (-0.5, -0.5, W - 0.5, H - 0.5)
@@ -69,7 +69,6 @@ def lower_face_alpha(crop_lmk: np.ndarray, sigma_frac: float = 0.04, div: int = 
     resized: (n, H, W, 1) float32 in [0, 1], exactly 0 beyond 3 sigma of the hull."""
     import torch
 
-    from g4g.models.composite import lower_face_mask
 
     H, W = crop_size
     lmk = torch.from_numpy((np.asarray(crop_lmk, np.float64) + 0.5) / div - 0.5)

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from g4g.data.shards import FrameReader
+from g4g.infer.frames import ChunkReader
+from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.testset import TestClip, run_clips, stored_track, test_clips
+from g4g.io.audio import write_wav
+from g4g.io.video import VideoWriter
+from g4g.utils import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +32,6 @@ KINDS = ("reference_paste", "mean_face")
 
 def stand_in_face(clip: TestClip, kind: str, seed: int = 0) -> tuple[np.ndarray, dict]:
     """(416, 320, 3) float32 face that replaces the lower face in every frame, and what it is."""
-    from g4g.data.shards import FrameReader
-    from g4g.utils import stable_seed
 
     reader = FrameReader(clip.frames_path)
     if kind == "reference_paste":
@@ -47,10 +51,6 @@ def render_reference(clip: TestClip, path: Path, kind: str, feather: float = 16.
     """Write the baseline video of one clip (its own audio muxed); returns the number of frames."""
     import tempfile
 
-    from g4g.infer.frames import ChunkReader
-    from g4g.infer.paste import lower_face_alpha, paste_face
-    from g4g.io.audio import write_wav
-    from g4g.io.video import VideoWriter
 
     track = stored_track(clip)
     face, _ = stand_in_face(clip, kind, seed)

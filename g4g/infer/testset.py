@@ -1,4 +1,4 @@
-"""The reconstruction setting (METHOD.md Sec. 9): every test clip driven by its own audio.
+"""The reconstruction setting (docs/design/method.md Sec. 9): every test clip driven by its own audio.
 
 Inference here reuses what preparation stored for each test clip (the 25 fps frame map, the audio, the
 smoothed landmarks and crop transforms of the frame shard), so the generated faces sit exactly where the
@@ -18,6 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from g4g.data.shards import FrameReader, write_table
+from g4g.infer.lipsync import Lipsync, Track
+from g4g.params import AudioParams, InferParams, MelParams
 from g4g.rejects import ClipError, Rejects
 
 log = logging.getLogger(__name__)
@@ -25,10 +28,6 @@ log = logging.getLogger(__name__)
 INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
                           ("video", pa.string()), ("n_frames", pa.int32()), ("seconds", pa.float64())])
 
-# Table 2 variants (g4g.train.params.VARIANTS) under their method names in the tables
-METHOD_OF_VARIANT = {"full": "g4g", "wo_alignment": "g4g_wo_alignment", "wo_supervision": "g4g_wo_supervision",
-                     "wo_fusion": "g4g_wo_fusion"}
-VARIANT_OF_METHOD = {m: v for v, m in METHOD_OF_VARIANT.items()}
 
 
 @dataclass
@@ -67,8 +66,6 @@ def test_clips(clips_parquet: str | os.PathLike, resampled: list[str], split: st
 
 def stored_track(clip: TestClip):
     """The Track (frame map, crop transforms, crop landmarks) that preparation stored for the clip."""
-    from g4g.data.shards import FrameReader
-    from g4g.infer.lipsync import Track
 
     cols = FrameReader(clip.frames_path).clip_columns(clip.clip_id, ["src_frame", "affine", "crop_landmarks"])
     return Track(cols["src_frame"].astype(np.int64), cols["affine"].astype(np.float64), cols["crop_landmarks"])
@@ -77,7 +74,6 @@ def stored_track(clip: TestClip):
 def run_clips(clips: list[TestClip], render, out_dir: str | os.PathLike, index_out: str | os.PathLike,
               rejects_out: str | os.PathLike, stage: str) -> list[dict]:
     """Call render(clip, path) for every clip -> {out_dir}/{clip}.mp4; failures become rows, not aborts."""
-    from g4g.data.shards import write_table
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +97,11 @@ def run_clips(clips: list[TestClip], render, out_dir: str | os.PathLike, index_o
 
 
 def infer_test_set(clips_parquet: str, resampled: list[str], checkpoint: str, out_dir: str, index_out: str,
-                   rejects_out: str, params=None, mel=None, progress: bool = True) -> list[dict]:
+                   rejects_out: str, params: InferParams = InferParams(), mel: MelParams = MelParams(),
+                   audio: AudioParams = AudioParams(), progress: bool = True) -> list[dict]:
     """Rule `infer`: every test clip, in the reconstruction setting, with one trained generator."""
-    from g4g.data.mels import MelParams
-    from g4g.infer.lipsync import Lipsync, LipsyncParams
 
-    engine = Lipsync.from_checkpoint(checkpoint, params or LipsyncParams(), mel or MelParams())
+    engine = Lipsync.from_checkpoint(checkpoint, params, mel, audio)
 
     def render(clip: TestClip, path: Path) -> int:
         return engine.run(clip.source, clip.audio, path, track=stored_track(clip), progress=progress)["n_frames"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -144,7 +144,7 @@ class Yuv420:
         return self.y.nbytes * 3 // 2
 
     @classmethod
-    def of(cls, frame) -> "Yuv420":
+    def of(cls, frame) -> Yuv420:
         w, h = frame.width, frame.height
         planes = [np.frombuffer(frame.planes[i], np.uint8).reshape(-1, frame.planes[i].line_size)
                   for i in range(3)]
@@ -156,7 +156,7 @@ class Yuv420:
 
         return cv2.LUT(self.y, LIMITED_TO_FULL)
 
-    def region(self, x0: int, y0: int, x1: int, y1: int) -> "Yuv420":
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> Yuv420:
         """Views of the planes over [x0, x1) x [y0, y1) (even coordinates: chroma is subsampled 2x2)."""
         return Yuv420(self.y[y0:y1, x0:x1], self.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
                       self.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])

@@ -1,4 +1,4 @@
-"""Evaluation metrics (METHOD.md Sec. 9): PSNR, SSIM, MSE, LPIPS, FID, LSE-D / LSE-C.
+"""Evaluation metrics (docs/design/method.md Sec. 9): PSNR, SSIM, MSE, LPIPS, FID, LSE-D / LSE-C.
 
 Modules (networks and heavy packages load only when a metric object is built):
     image          PSNR, SSIM (Wang et al. 2004, Gaussian window), MSE, per frame, batched torch
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from g4g.metrics.image import image_metrics
+from g4g.metrics.lse import lse
 from g4g.metrics.weights_info import RANDOM_INIT, WeightsInfo
 
 if TYPE_CHECKING:  # only for annotations; importing them here would load torch-heavy modules eagerly
@@ -28,15 +30,15 @@ __all__ = ["RANDOM_INIT", "WeightsInfo", "score_video_pair"]
 
 
 def score_video_pair(gen: np.ndarray, gt: np.ndarray, audio: np.ndarray | None = None, *,
-                     lpips: "LPIPSMetric | None" = None,
-                     fid: "FIDInception | None" = None,
-                     sync: "SyncEmbedder | None" = None,
+                     lpips: LPIPSMetric | None = None,
+                     fid: FIDInception | None = None,
+                     sync: SyncEmbedder | None = None,
                      batch_size: int = 16,
                      device=None,
                      progress: bool = False) -> dict:
     """Per-frame metrics of one generated clip against its ground truth (reconstruction setting).
 
-    gen, gt: uint8 (T, H, W, 3) RGB face crops, frame-aligned (the 416 x 320 crops of METHOD.md).
+    gen, gt: uint8 (T, H, W, 3) RGB face crops, frame-aligned (the 416 x 320 crops of docs/design/method.md).
     audio: float32 16 kHz mono driving audio, needed for LSE (scored on `gen` only).
     lpips / fid / sync: metric objects built once by the caller; each one left None is skipped.
 
@@ -47,7 +49,6 @@ def score_video_pair(gen: np.ndarray, gt: np.ndarray, audio: np.ndarray | None =
     """
     import torch
 
-    from g4g.metrics.image import image_metrics
 
     if gen.shape != gt.shape or gen.ndim != 4 or gen.dtype != np.uint8 or gt.dtype != np.uint8:
         raise ValueError(f"expected two uint8 (T, H, W, 3) arrays of one shape, got "
@@ -81,7 +82,6 @@ def score_video_pair(gen: np.ndarray, gt: np.ndarray, audio: np.ndarray | None =
     if sync is not None:
         if audio is None:
             raise ValueError("LSE needs the driving audio")
-        from g4g.metrics.lse import lse
 
         res = lse(sync, gen, audio, batch_size=batch_size, progress=progress)
         out["lse"] = res

@@ -1,4 +1,4 @@
-"""FID (Heusel et al. 2017) with pytorch-fid's InceptionV3 (METHOD.md Sec. 9).
+"""FID (Heusel et al. 2017) with pytorch-fid's InceptionV3 (docs/design/method.md Sec. 9).
 
 Activations (the 2048-d final average pool by default) are pooled over all frames of all videos of a
 method, then FID = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)).
@@ -87,7 +87,7 @@ class ActivationStats:
         self.mean = np.zeros(self.dims) if self.mean is None else np.asarray(self.mean, np.float64)
         self.m2 = np.zeros((self.dims, self.dims)) if self.m2 is None else np.asarray(self.m2, np.float64)
 
-    def merge(self, other: "ActivationStats") -> "ActivationStats":
+    def merge(self, other: ActivationStats) -> ActivationStats:
         n = self.n + other.n
         if n == 0:
             return ActivationStats(self.dims)
@@ -96,7 +96,7 @@ class ActivationStats:
         m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
         return ActivationStats(self.dims, n, mean, m2)
 
-    def update(self, acts: np.ndarray) -> "ActivationStats":
+    def update(self, acts: np.ndarray) -> ActivationStats:
         a = np.asarray(acts, np.float64).reshape(-1, self.dims)
         if len(a):
             mu = a.mean(0)

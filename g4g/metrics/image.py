@@ -1,4 +1,4 @@
-"""Per-frame PSNR, SSIM and MSE on RGB frames in [0, 1] (METHOD.md Sec. 9), batched, CPU or CUDA.
+"""Per-frame PSNR, SSIM and MSE on RGB frames in [0, 1] (docs/design/method.md Sec. 9), batched, CPU or CUDA.
 
 SSIM is the Gaussian-window definition of Wang et al. (2004): sigma 1.5, an 11-tap window (radius
 int(3.5 sigma + 0.5) = 5), K1 0.01, K2 0.03, population (co)variances, the SSIM map averaged over the

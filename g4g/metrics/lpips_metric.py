@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al. 2018) with the AlexNet backbone, on [-1, 1] inputs (METHOD.md Sec. 9).
+"""LPIPS (Zhang et al. 2018) with the AlexNet backbone, on [-1, 1] inputs (docs/design/method.md Sec. 9).
 
 The `lpips` package would fetch torchvision's ImageNet AlexNet through torch hub. We never let it: the
 network is built with a random trunk (`pnet_rand=True`) and the trunk is then filled from the verified

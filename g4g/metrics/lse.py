@@ -1,4 +1,4 @@
-"""LSE-D and LSE-C (Prajwal et al. 2020) with the syncnet_python algorithm (METHOD.md Sec. 9).
+"""LSE-D and LSE-C (Prajwal et al. 2020) with the syncnet_python algorithm (docs/design/method.md Sec. 9).
 
 For a clip of T frames at 25 fps and its 16 kHz audio, window i covers video frames i..i+4 and the
 audio of the same 0.2 s. Both are embedded, and for every shift j = 0..2v (v = 15) the distance between
@@ -18,8 +18,9 @@ SyncNet)") and with a `WeightsInfo.surrogate(...)` label.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ Inputs as syncnet_python feeds them:
   the window of video frame s being MFCC steps 4s..4s+19.
 
 Which face crop: syncnet_python crops a square around its S3FD face box and resizes it to 224 x 224.
-We take the caller's face crops (the project's 416 x 320 crops, METHOD.md Sec. 1), pad them to a square
+We take the caller's face crops (the project's 416 x 320 crops, docs/design/method.md Sec. 1), pad them to a square
 by edge replication (`square='pad'`) and resize to 224 x 224 with cv2's default bilinear filter;
 already-square crops are only resized.
 """
@@ -16,7 +16,7 @@ already-square crops are only resized.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

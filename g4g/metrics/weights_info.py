@@ -1,4 +1,4 @@
-"""Which weights a metric used, in a form tables and logs can print (METHOD.md Sec. 9, last bullet).
+"""Which weights a metric used, in a form tables and logs can print (docs/design/method.md Sec. 9, last bullet).
 
 Every metric object carries a `WeightsInfo`: the manifest entry and the sha256 of the file it actually
 loaded, or a label saying that it ran on a random-init network (tests only) or on a surrogate.
@@ -44,7 +44,7 @@ class WeightsInfo:
     def is_official(self) -> bool:
         return self.sha256 is not None and not self.label.startswith("surrogate")
 
-    def with_file(self, path: str | os.PathLike) -> "WeightsInfo":
+    def with_file(self, path: str | os.PathLike) -> WeightsInfo:
         """The same info with one more loaded file (e.g. LPIPS' linear calibration layers)."""
         return WeightsInfo(self.label, self.files + ((str(path), file_sha256(path)),))
 
@@ -57,17 +57,17 @@ class WeightsInfo:
 
     # ----- constructors -----
     @classmethod
-    def from_manifest(cls, name: str) -> "WeightsInfo":
+    def from_manifest(cls, name: str) -> WeightsInfo:
         """Verified file of manifest entry `name` (WeightsError with instructions when missing)."""
         path = weights.require(name)
         return cls(weights.get(name).filename, ((str(path), file_sha256(path)),))
 
     @classmethod
-    def random_init(cls) -> "WeightsInfo":
+    def random_init(cls) -> WeightsInfo:
         return cls(RANDOM_INIT)
 
     @classmethod
-    def surrogate(cls, description: str, path: str | os.PathLike | None = None) -> "WeightsInfo":
+    def surrogate(cls, description: str, path: str | os.PathLike | None = None) -> WeightsInfo:
         """A stand-in network (e.g. the project's own sync expert); tables must use another column name."""
         files = ((str(path), file_sha256(path)),) if path is not None else ()
         return cls(f"surrogate: {description}", files)

@@ -16,14 +16,21 @@ from g4g.models.adaat import AdaAT, AdaptiveSpatialTransform, affine_warp
 from g4g.models.adain import AdaIN, AdaINResBlock, IntraModalityAlignment
 from g4g.models.blend_net import BlendNet
 from g4g.models.blocks import count_params
-from g4g.models.composite import (MASK_SCALES, composite, crop_mouth, face_size, landmark_sketch,
-                                  lower_face_mask, mouth_box, occlusion_mask)
+from g4g.models.composite import (
+                                  MASK_SCALES,
+                                  composite,
+                                  crop_mouth,
+                                  face_size,
+                                  landmark_sketch,
+                                  lower_face_mask,
+                                  mouth_box,
+                                  occlusion_mask,
+)
 from g4g.models.contrastive import InterModalityContrast, ProjectionHead, info_nce
 from g4g.models.decoder import Decoder
-from g4g.models.discriminators import (FrameDiscriminator, PatchDiscriminator, TemporalDiscriminator,
-                                       stack_clips)
+from g4g.models.discriminators import FrameDiscriminator, PatchDiscriminator, TemporalDiscriminator, stack_clips
 from g4g.models.encoders import AudioEncoder, CodeHead, LandmarkEncoder, VisualEncoder
-from g4g.models.g4g import MODEL_SIZES, G4G, G4GConfig, build_generator, model_config
+from g4g.models.g4g import G4G, MODEL_SIZES, G4GConfig, build_generator, model_config
 from g4g.models.sync_expert import SyncExpert, faces_to_mouths, sync_bce, sync_loss
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Masks and priors drawn from the crop geometry and the 68 landmarks (METHOD.md Sec. 1-4), in torch.
+"""Masks and priors drawn from the crop geometry and the 68 landmarks (docs/design/method.md Sec. 1-4), in torch.
 
 - occlusion_mask: the mouth box at scale 0.8 / 1.0 / 1.2 of the 256 x 256 mouth square (Sec. 4).
 - lower_face_mask: G, the Gaussian-smoothed filled hull of jaw points 2..14 and nose base p33 (Sec. 3.6).
@@ -10,7 +10,7 @@ Landmarks are (B, 68, 2) (x, y) in crop pixel coordinates with pixel (row i, col
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -20,6 +20,7 @@ from g4g.models.composite import composite, face_size, landmark_sketch, lower_fa
 from g4g.models.contrastive import InterModalityContrast
 from g4g.models.decoder import Decoder
 from g4g.models.encoders import AudioEncoder, CodeHead, LandmarkEncoder, VisualEncoder
+from g4g.params import VARIANTS, ModelParams
 
 # ----------------------------------------------------------------------------------------------------
 # Config and registry
@@ -80,6 +81,16 @@ def model_config(name: str = "paper", **overrides) -> G4GConfig:
     if name not in MODEL_SIZES:
         raise KeyError(f"unknown model size '{name}'; known: {', '.join(MODEL_SIZES)}")
     return G4GConfig(**{**MODEL_SIZES[name], **overrides})
+
+
+def variant_config(model: ModelParams, variant: str, scale: int) -> G4GConfig:
+    """G4GConfig of a Table 2 variant (g4g.params.VARIANTS) at a training stage's mouth scale."""
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    kw = dict(VARIANTS[variant].flags, scale=scale, norm=model.norm)
+    if model.width is not None:
+        kw["width"] = model.width
+    return model_config(model.size, **kw)
 
 
 # ----------------------------------------------------------------------------------------------------

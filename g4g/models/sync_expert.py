@@ -1,4 +1,4 @@
-"""Lip-sync expert (METHOD.md Sec. 6; sync part of L_con, Eq. 23): a Wav2Lip-style SyncNet on our crops.
+"""Lip-sync expert (docs/design/method.md Sec. 6; sync part of L_con, Eq. 23): a Wav2Lip-style SyncNet on our crops.
 
 Visual input: the mouth squares of 5 consecutive frames resized to 128 x 128 and stacked frame-major
 (15 ch, RGB in [0, 1]). Audio input: the mel window A (1 x 80 x 16) of the centre frame, which covers
@@ -8,10 +8,12 @@ and their cosine lies in [0, 1]: it is used directly as the in-sync probability 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from g4g.data.crops import CROP_H, MOUTH_BOX
 from g4g.models.blocks import ConvNormAct, ResBlock, scaled
 from g4g.models.composite import crop_mouth
 from g4g.models.encoders import AudioEncoder
@@ -103,3 +105,10 @@ def sync_loss(expert: SyncExpert, mouth_frames: torch.Tensor, mel: torch.Tensor)
     mel: (B, 1, 80, 16), the window of the centre frame. Keep the expert in eval mode and frozen.
     """
     return sync_bce(expert(mouth_frames, mel), 1.0)
+
+
+def mouth_square(face: np.ndarray) -> np.ndarray:
+    """The 1.0-scale mouth box of a face at any working size (rows 128..384, cols 32..288 at 416 x 320)."""
+    k = face.shape[0] / CROP_H
+    t, b, l, r = (round(v * k) for v in MOUTH_BOX)
+    return face[t:b, l:r]

@@ -52,7 +52,7 @@ def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
 
 def load_latest(folder: str | Path, map_location="cpu") -> dict | None:
     """The newest checkpoint that loads (an unreadable one is reported and skipped), or None."""
-    for step, path in reversed(list_checkpoints(folder)):
+    for _step, path in reversed(list_checkpoints(folder)):
         try:
             state = torch.load(path, map_location=map_location, weights_only=False)
         except Exception as e:  # noqa: BLE001 - a damaged file must not block resuming from an older one

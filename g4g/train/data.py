@@ -1,4 +1,4 @@
-"""Training samples drawn from the Parquet shards (METHOD.md Sec. 2 and 6), and the loader around them.
+"""Training samples drawn from the Parquet shards (docs/design/method.md Sec. 2 and 6), and the loader around them.
 
 Every sample is a pure function of (seed, stream, index): `dataset[i]` seeds its own generator from
 those, so the loader's whole sampling state is the next index. Resuming at step k restarts the index
@@ -18,8 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from g4g.data.crops import ANCHOR, CROP_H, MOUTH_BOX
-from g4g.data.mels import MelParams, audio_windows
+from g4g.data.crops import ANCHOR, CROP_H
+from g4g.data.mels import audio_windows
+from g4g.data.shards import FrameReader, MelReader
+from g4g.models.composite import MASK_SCALES, face_size, occlusion_mask
+from g4g.models.sync_expert import mouth_square
+from g4g.params import MelParams
 
 # ----------------------------------------------------------------------------------------------------
 # Clips and frames
@@ -50,7 +54,7 @@ def zoom_matrix(z: float, size: tuple[int, int]) -> np.ndarray:
     """2x3 affine that zooms out by z about the crop anchor (p33.x, p29.y) at a face of `size` (H, W).
 
     Crop-scale augmentation: a crop cut with s = 1.05 z instead of 1.05 shows the face 1/z times smaller
-    about the anchor, which stays at (160, 128) of 416 x 320 (METHOD.md Sec. 1). Pixel centres are
+    about the anchor, which stays at (160, 128) of 416 x 320 (docs/design/method.md Sec. 1). Pixel centres are
     integers (OpenCV); the anchor is carried through the INTER_AREA resize as k (x + 0.5) - 0.5.
     """
     k = size[0] / CROP_H
@@ -73,7 +77,6 @@ class FaceSource:
         return {**self.__dict__, "_readers": {}, "_mels": {}, "_lmk": {}, "_cache": OrderedDict()}
 
     def mel(self, clip: Clip) -> np.ndarray:
-        from g4g.data.shards import MelReader
 
         if clip.clip_id not in self._mels:
             if clip.mels_path not in self._readers:
@@ -82,7 +85,6 @@ class FaceSource:
         return self._mels[clip.clip_id]
 
     def _reader(self, path: str):
-        from g4g.data.shards import FrameReader
 
         if path not in self._readers:
             self._readers[path] = FrameReader(path)
@@ -181,7 +183,6 @@ class G4GSamples(Dataset):
         return rng.choice(far, size=self.cfg.n_refs, replace=len(far) < self.cfg.n_refs)
 
     def __getitem__(self, index: int) -> dict:
-        from g4g.models.composite import MASK_SCALES
 
         rng = np.random.default_rng([self.seed, self.stream, int(index)])
         ci = int(rng.choice(len(self.clip_p), p=self.clip_p))
@@ -197,7 +198,6 @@ class G4GSamples(Dataset):
     def assemble(self, rng: np.random.Generator, ci: int, targets: np.ndarray, refs: np.ndarray,
                  mask_scale: float = 1.0, z: float = 1.0) -> dict:
         """The sample of given targets and references, occlusion scale and zoom (rng: hard negatives)."""
-        from g4g.models.composite import occlusion_mask
 
         clip, size, T = self.src.clips[ci], self.size, len(targets)
         M = zoom_matrix(z, size) if z != 1.0 else None
@@ -284,3 +284,44 @@ def make_loader(dataset: Dataset, batch: int, start: int, stop: int, workers: in
         kw["multiprocessing_context"] = "forkserver"
     return DataLoader(dataset, batch_sampler=IndexStream(batch, start, stop, rank, world), num_workers=workers,
                       pin_memory=pin_memory, **kw)
+
+
+class SyncSamples(Dataset):
+    """dataset[i] -> {'mouths' (15, m, m) uint8, 'A' (1, 80, 16), 'label' (), 'shift' ()}.
+
+    The mouths are the mouth squares of frames t-2..t+2 of faces resized to the generator's working size
+    for mouth size m (so the expert sees what the generator produces at that scale); A is the window of t
+    (label 1) or of a frame at least min_shift away in the same clip (label 0). Pure in (seed, index).
+    """
+
+    def __init__(self, clips: list[Clip], mouth_size: int = 256, seed: int = 0, stream: int = 0, min_shift: int = 5,
+                 crop_scale: tuple[float, float] | None = (1.05, 1.15), cache_frames: int = 0,
+                 mel: MelParams = MelParams()):
+
+        self.src = FaceSource(clips, cache_frames)
+        self.size, self.seed, self.stream = face_size(mouth_size), seed, stream
+        self.min_shift, self.crop_scale, self.mel_p = min_shift, crop_scale, mel
+        w = np.array([max(c.n_frames - 4, 0) for c in clips], dtype=np.float64)
+        self.clip_p = w / w.sum()
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def item(self, ci: int, t: int, shift: int, z: float = 1.0) -> dict:
+        clip = self.src.clips[ci]
+        M = zoom_matrix(z, self.size) if z != 1.0 else None
+        mouths = [mouth_square(zoom(self.src.face(clip, f, self.size), M)) for f in range(t - 2, t + 3)]
+        a = audio_windows(self.src.mel(clip), np.array([t + shift]), self.mel_p)  # (1, 80, 16)
+        return {"mouths": chw(mouths).flatten(0, 1), "A": torch.from_numpy(a),
+                "label": torch.tensor(float(shift == 0)), "shift": torch.tensor(shift)}
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.stream, int(index)])
+        ci = int(rng.choice(len(self.clip_p), p=self.clip_p))
+        n = self.src.clips[ci].n_frames
+        t = int(rng.integers(2, n - 2))  # frames t-2..t+2 inside the clip
+        shift = 0
+        if rng.random() < 0.5:
+            shift = int(shifted_frames(rng, np.array([t]), n, self.min_shift, 1)[0, 0]) - t
+        z = float(rng.uniform(*self.crop_scale)) / 1.05 if self.crop_scale else 1.0
+        return self.item(ci, t, shift, z)

@@ -1,4 +1,4 @@
-"""The G4G training loop (paper Sec. 3.3; METHOD.md Sec. 5): stages, losses, LS-GAN, DDP, bf16, resume.
+"""The G4G training loop (paper Sec. 3.3; docs/design/method.md Sec. 5): stages, losses, LS-GAN, DDP, bf16, resume.
 
 Stages run coarse-to-fine and reuse the weights (every module is resolution independent): frame stages
 (single targets; frame D only) first, then the clip stage (5 consecutive targets; temporal D and the
@@ -17,10 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from g4g.losses import VGGPerceptual
+from g4g.models.g4g import variant_config
+from g4g.models.loading import expert_digest, load_sync_expert
+from g4g.params import ModelParams, TrainParams
+from g4g.tracking import data_hash, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
 from g4g.train.data import G4GSamples, device_batch, make_loader, read_clips
-from g4g.train.params import ModelParams, TrainParams, fingerprint, flatten
+from g4g.train.plots import sample_grid, save_png, training_curves
+from g4g.train.quality import held_out_clips, masked_psnr
+from g4g.train.run import TrainingRun, fingerprint
+from g4g.train.step import build_nets, train_step
+from g4g.utils import sha256_file, write_json
+from g4g.weights import WeightsError, get
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +59,6 @@ class StageSchedule:
 def perceptual_term(allow_missing: bool):
     """(VGGPerceptual or None, status). Missing VGG-19 weights stop the run (WeightsError naming the file)
     unless params.yaml `train.allow_no_perceptual` is true: then L_p is left out and the run says so."""
-    from g4g.losses import VGGPerceptual
-    from g4g.weights import WeightsError, get
 
     try:
         return VGGPerceptual(pretrained=True), f"on ({get('vgg19').path.name})"
@@ -61,16 +69,6 @@ def perceptual_term(allow_missing: bool):
         log.warning("perceptual: %s: training WITHOUT the perceptual loss L_p (%s is missing; "
                     "train.allow_no_perceptual is true)", PERCEPTUAL_OFF, get("vgg19").path)
         return None, PERCEPTUAL_OFF
-
-
-def load_generator(path: str | Path, device="cpu"):
-    """(G4G in eval mode, the checkpoint dict) from a model.pt written by training_loop."""
-    from g4g.models.g4g import G4G, G4GConfig
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    g = G4G(G4GConfig(**state["config"]))
-    g.load_state_dict(state["generator"])
-    return g.to(device).eval(), state
 
 
 def training_loop(
@@ -89,16 +87,10 @@ def training_loop(
     stop_at:        int | None = None,     # stop with a checkpoint after this global step (tests, time slices)
 ) -> dict:
     """Train one G4G variant; returns the final metrics. To resume, run the same command again."""
-    from g4g.losses import LossWeights
-    from g4g.train.run import TrainingRun
-    from g4g.train.step import build_nets, train_step
-    from g4g.train.sync import expert_digest, load_sync_expert
-    from g4g.train.tracking import data_hash, git_info
-    from g4g.utils import sha256_file
 
     d = dist.init(device)
     ck.seed_everything(seed + d.rank)
-    weights = LossWeights(**train.weights)
+    weights = train.weights
     perceptual, perc_status = perceptual_term(train.allow_no_perceptual)
     clip_stages = any(s.mode == "clip" for s in train.stages)
     if clip_stages and not syncnet:
@@ -112,7 +104,7 @@ def training_loop(
                      perc_status)
     tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
             "syncnet_sha256": sync_sha or "none", "model": "g4g", **(tags or {})}
-    cfg = model.g4g_config(variant, train.stages[-1].scale)
+    cfg = variant_config(model, variant, train.stages[-1].scale)
     resolved = {**(config or {}), "model": dataclasses.asdict(model), "train": dataclasses.asdict(train),
                 "variant": variant, "g4g_config": dataclasses.asdict(cfg), "provenance": tags}
     run = TrainingRun(run_dir, f"g4g-{variant}", resolved, fp, d, COLUMNS, tags, flatten(resolved), tracking,
@@ -192,7 +184,6 @@ def training_loop(
 
 
 def _save_samples(run, b: dict, o: dict, step: int) -> Path:
-    from g4g.train.plots import sample_grid, save_png
 
     path = save_png(run.dir / "samples" / f"step-{step:08d}.png", sample_grid(b, o))
     run.artifact(path, "samples")
@@ -201,10 +192,6 @@ def _save_samples(run, b: dict, o: dict, step: int) -> Path:
 
 def _finish(run, G, cfg, variant, train: TrainParams, clips_parquet, out, tags, seed, d, step, b, o) -> dict:
     """Rank 0: held-out quality check, final model, metrics.json, curve and sample PNGs, artefacts."""
-    from g4g.train.plots import sample_grid, save_png, training_curves
-    from g4g.train.quality import held_out_clips, masked_psnr
-    from g4g.train.tracking import read_losses
-    from g4g.utils import write_json
 
     metrics: dict = {"step": step, "perceptual": tags["perceptual"], "variant": variant}
     if not d.main:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from g4g.tracking import read_losses
 from g4g.utils import atomic_path
 
 GRID_COLUMNS = ("source", "masked input", "references", "generated", "composite", "final", "ground truth")
@@ -66,7 +67,6 @@ def training_curves(losses_csv: str | Path, path: str | Path, title: str = "",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from g4g.train.tracking import read_losses
 
     cols = read_losses(losses_csv)
     step = np.asarray(cols.pop("step", []))

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from g4g.train.data import Clip, G4GSamples, device_batch, read_clips, shifted_frames
+from g4g.models.composite import composite, mouth_box
+from g4g.train.data import Clip, G4GSamples, SyncSamples, device_batch, read_clips, shifted_frames
 
 
 def held_out_clips(clips_parquet: str, n: int = 0, min_frames: int = 16) -> list[Clip]:
@@ -47,7 +48,6 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sync_accuracy(expert, clips: list[Clip], mouth_size: int, windows: int = 64, min_shift: int = 5,
                   seed: int = 0, device="cpu", batch: int = 64) -> dict[str, float]:
-    from g4g.train.sync import SyncSamples
 
     was_training = expert.training
     expert.eval()
@@ -83,7 +83,6 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
                 batch: int = 16, amp: bool = False) -> dict[str, float]:
     """Masked-region PSNR (and L1) of the generator's I_out ('model'; also I_gen, I_comp) and of the naive
     references; 'beats_*' flags say whether the model's PSNR is higher."""
-    from g4g.models.composite import composite, mouth_box
 
     was_training = generator.training
     generator.eval()
@@ -107,7 +106,7 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
                 out = generator(b)
             box = lambda x: x.float()[..., t_:b_, l_:r_]  # noqa: E731
             ref, mean = b["I_r"][:, :3], mean_face[None].expand_as(b["I_t"])
-            paste = lambda x: composite(x, b["I_t"], out["G"])  # noqa: E731  (as the model's I_comp)
+            paste = lambda x: composite(x, b["I_t"], out["G"])  # noqa: E731, B023  (as the model's I_comp)
             gt = box(b["I_t"])
             preds = {"model": box(out["I_out"]), "generated": box(out["I_gen"]), "composite": box(out["I_comp"]),
                      "reference_paste": box(ref), "mean_face_paste": box(mean),

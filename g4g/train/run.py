@@ -14,15 +14,20 @@ rerun of the same command resumes and a changed config starts afresh in its own 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
 
 import yaml
 
+from g4g.params import RUNTIME_KEYS
+from g4g.tracking import LossLog, Tracker
 from g4g.train import checkpoint as ck
 from g4g.train.distributed import Dist
-from g4g.train.tracking import LossLog, Tracker
+from g4g.utils import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,6 @@ class TrainingRun:
             return
         step = state["step"] if state else None
         self.dir.mkdir(parents=True, exist_ok=True)
-        from g4g.utils import write_text
 
         write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         if step is not None and (self.ckpt_dir / "losses.csv").exists():
@@ -113,7 +117,6 @@ class TrainingRun:
     def _copy_log(src: Path, dst: Path) -> None:
         import shutil
 
-        from g4g.utils import atomic_path
 
         dst.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dst) as tmp:
@@ -138,3 +141,18 @@ class TrainingRun:
                 self.losses.close()
             if self.tracker is not None:
                 self.tracker.end(status)
+
+
+def fingerprint(*parts) -> str:
+    """Short hash of what defines a training run (runtime-only knobs excluded): its checkpoint folder."""
+    def clean(x):
+        if dataclasses.is_dataclass(x):
+            x = dataclasses.asdict(x)
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if k not in RUNTIME_KEYS}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    text = json.dumps([clean(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

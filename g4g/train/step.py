@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from g4g.losses import discriminator_losses, generator_losses
+from g4g.models.contrastive import info_nce
+from g4g.models.discriminators import FrameDiscriminator, TemporalDiscriminator
+from g4g.models.g4g import G4G
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +29,6 @@ def masking_is_safe() -> bool:
     so backward gave 0 * inf = NaN for tau whenever a mask entry was set (two frames of one clip in a
     batch). Until that is fixed, no groups are passed: same-clip frames then count as in-batch negatives.
     """
-    from g4g.models.contrastive import info_nce
 
     q = torch.nn.functional.normalize(torch.arange(8.0).view(2, 4) + 1, dim=1)
     tau = torch.tensor(0.07, requires_grad=True)
@@ -63,8 +67,6 @@ class Nets:
 def build_nets(cfg, lr: float, betas: tuple, weights, device, temporal: bool, expert=None, perceptual=None,
                amp: bool = False) -> Nets:
     """G4G from its config, frame D (and the temporal D when a clip stage needs it), Adam for both sides."""
-    from g4g.models.discriminators import FrameDiscriminator, TemporalDiscriminator
-    from g4g.models.g4g import G4G
 
     G = G4G(cfg).to(device)
     D_f = FrameDiscriminator(width=cfg.width, norm=cfg.norm).to(device)
@@ -80,7 +82,6 @@ def build_nets(cfg, lr: float, betas: tuple, weights, device, temporal: bool, ex
 
 def train_step(n: Nets, b: dict, clip_len: int, gan: bool) -> tuple[dict, dict, dict]:
     """One generator and one discriminator update on a device batch; (G terms, D terms, G outputs)."""
-    from g4g.losses import discriminator_losses, generator_losses
 
     clip, w, dev = clip_len > 1, n.weights, b["I_t"].device
     if n.G.contrast is None:

@@ -1,4 +1,4 @@
-"""The sync expert (METHOD.md Sec. 6): its samples, its training loop, and loading it frozen for G4G.
+"""The sync expert (docs/design/method.md Sec. 6): its samples, its training loop, and loading it frozen for G4G.
 
 A Wav2Lip-style SyncNet trained on the project's own crops: 5 consecutive mouth squares against the mel
 window of the centre frame, in sync (label 1) or shifted by >= 5 frames within the clip (label 0), 50/50,
@@ -11,73 +11,31 @@ import copy
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from g4g.data.crops import CROP_H, MOUTH_BOX
-from g4g.data.mels import MelParams, audio_windows
+from g4g.models.loading import build_expert
+from g4g.models.sync_expert import sync_bce
+from g4g.params import SyncParams
+from g4g.tracking import data_hash, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
-from g4g.train.data import Clip, FaceSource, chw, make_loader, read_clips, shifted_frames, zoom, zoom_matrix
-from g4g.train.params import SyncParams, fingerprint, flatten
+from g4g.train.data import (
+    SyncSamples,
+    make_loader,
+    read_clips,
+)
+from g4g.train.plots import training_curves
+from g4g.train.quality import held_out_clips, sync_accuracy
+from g4g.train.run import TrainingRun, fingerprint
+from g4g.utils import write_json
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------
 # Samples: 5 mouth squares + an in-sync or off-sync audio window
 # ----------------------------------------------------------------------------------------------------
-
-
-def mouth_square(face: np.ndarray) -> np.ndarray:
-    """The 1.0-scale mouth box of a face at any working size (rows 128..384, cols 32..288 at 416 x 320)."""
-    k = face.shape[0] / CROP_H
-    t, b, l, r = (round(v * k) for v in MOUTH_BOX)
-    return face[t:b, l:r]
-
-
-class SyncSamples(Dataset):
-    """dataset[i] -> {'mouths' (15, m, m) uint8, 'A' (1, 80, 16), 'label' (), 'shift' ()}.
-
-    The mouths are the mouth squares of frames t-2..t+2 of faces resized to the generator's working size
-    for mouth size m (so the expert sees what the generator produces at that scale); A is the window of t
-    (label 1) or of a frame at least min_shift away in the same clip (label 0). Pure in (seed, index).
-    """
-
-    def __init__(self, clips: list[Clip], mouth_size: int = 256, seed: int = 0, stream: int = 0, min_shift: int = 5,
-                 crop_scale: tuple[float, float] | None = (1.05, 1.15), cache_frames: int = 0,
-                 mel: MelParams = MelParams()):
-        from g4g.models.composite import face_size
-
-        self.src = FaceSource(clips, cache_frames)
-        self.size, self.seed, self.stream = face_size(mouth_size), seed, stream
-        self.min_shift, self.crop_scale, self.mel_p = min_shift, crop_scale, mel
-        w = np.array([max(c.n_frames - 4, 0) for c in clips], dtype=np.float64)
-        self.clip_p = w / w.sum()
-
-    def __len__(self) -> int:
-        return 2 ** 62
-
-    def item(self, ci: int, t: int, shift: int, z: float = 1.0) -> dict:
-        clip = self.src.clips[ci]
-        M = zoom_matrix(z, self.size) if z != 1.0 else None
-        mouths = [mouth_square(zoom(self.src.face(clip, f, self.size), M)) for f in range(t - 2, t + 3)]
-        a = audio_windows(self.src.mel(clip), np.array([t + shift]), self.mel_p)  # (1, 80, 16)
-        return {"mouths": chw(mouths).flatten(0, 1), "A": torch.from_numpy(a),
-                "label": torch.tensor(float(shift == 0)), "shift": torch.tensor(shift)}
-
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.stream, int(index)])
-        ci = int(rng.choice(len(self.clip_p), p=self.clip_p))
-        n = self.src.clips[ci].n_frames
-        t = int(rng.integers(2, n - 2))  # frames t-2..t+2 inside the clip
-        shift = 0
-        if rng.random() < 0.5:
-            shift = int(shifted_frames(rng, np.array([t]), n, self.min_shift, 1)[0, 0]) - t
-        z = float(rng.uniform(*self.crop_scale)) / 1.05 if self.crop_scale else 1.0
-        return self.item(ci, t, shift, z)
 
 
 @torch.no_grad()
@@ -116,40 +74,6 @@ def recalibrate_batchnorm(expert: torch.nn.Module, ds: SyncSamples, batches: int
 # ----------------------------------------------------------------------------------------------------
 
 
-def build_expert(p: SyncParams):
-    from g4g.models.sync_expert import SyncExpert
-
-    return SyncExpert(width=p.width, norm=p.norm)
-
-
-def load_sync_expert(path: str | Path, device="cpu"):
-    """(expert in eval mode with frozen weights, its metadata) from a syncnet.pt written by train_sync."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    p = SyncParams(**state["params"])
-    expert = build_expert(p)
-    expert.load_state_dict(state["expert"])
-    return expert.to(device).eval().requires_grad_(False), state
-
-
-def expert_digest(state: dict) -> str:
-    """16 hex digits identifying a loaded syncnet.pt (`load_sync_expert(...)[1]`) by what the expert
-    computes (its parameters, buffers and SyncParams), not by the file's bytes: the file also carries
-    provenance (git commit, run tags), so a re-published, identical expert must not look like a new one
-    to the runs that depend on it."""
-    import hashlib
-    import json
-
-    from g4g.train.params import RUNTIME_KEYS
-
-    params = {k: v for k, v in state["params"].items() if k not in RUNTIME_KEYS}  # as fingerprint(): no log_every...
-    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for name, t in sorted(state["expert"].items()):
-        h.update(name.encode())
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 # ----------------------------------------------------------------------------------------------------
 # Training loop
 # ----------------------------------------------------------------------------------------------------
@@ -168,11 +92,6 @@ def train_sync(
     stop_at:        int | None = None,    # stop with a checkpoint after this step (tests, time slices)
 ) -> dict:
     """Train the sync expert; returns the held-out metrics. To resume, run the same command again."""
-    from g4g.models.sync_expert import sync_bce
-    from g4g.train.quality import held_out_clips, sync_accuracy
-    from g4g.train.run import TrainingRun
-    from g4g.train.tracking import data_hash, git_info
-    from g4g.utils import write_json
 
     d = dist.init(device)
     ck.seed_everything(seed + d.rank)
@@ -235,7 +154,6 @@ def train_sync(
         held = held_out_clips(clips_parquet, p.eval_clips)
         if held:
             metrics.update(sync_accuracy(expert, held, p.mouth_size, p.eval_windows, p.min_shift, seed, d.device))
-        from g4g.train.tracking import read_losses
 
         tail = read_losses(run.dir / "losses.csv")
         for k in ("loss", "acc"):
@@ -244,7 +162,6 @@ def train_sync(
         final = {"expert": expert.state_dict(), "params": dataclasses.asdict(p), "meta": tags, "metrics": metrics}
         ck.save_checkpoint(out, final)
         write_json(run.dir / "metrics.json", metrics)
-        from g4g.train.plots import training_curves
 
         curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", "sync expert",
                                 keys=("loss", "acc", "cos_in", "cos_off"))

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from g4g.data.prepare import CLIPS_SCHEMA
+from g4g.data.shards import FrameShardWriter, encode_image, mel_row, write_mels, write_table
+
 
 def landmarks(openness: float) -> np.ndarray:
     """A 68-point face in crop pixels (p29 on the anchor row 128, p33 on column 160)."""
@@ -51,8 +54,6 @@ def write_synthetic(root: str | Path, n_frames: int = 40, n_train: int = 4, n_te
     takes one of LEVELS, drawn at random every HOLD frames."""
     import pyarrow as pa
 
-    from g4g.data.prepare import CLIPS_SCHEMA
-    from g4g.data.shards import FrameShardWriter, encode_image, mel_row, write_mels, write_table
 
     root, rng, rows = Path(root), np.random.default_rng(seed), []
     n, total = n_frames, n_train + n_test

@@ -4,38 +4,30 @@ import shlex
 from pathlib import Path
 
 from g4g.data.scan import assign_shards, dataset_clips
-from g4g.train.params import resolve
+from g4g.params import as_dict, resolve
 
 DATASET = config["dataset"]
 ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else the active env)
+# params.yaml resolved per dataset (overrides merged, then validated: a misspelt key stops here, named)
+PARAMS = {name: resolve(config, name) for name in config["datasets"]}
 
 
-def ds_cfg(name):
-    """The dataset's params.yaml entry plus the global seed (what `g4g scan` receives)."""
-    d = dict(config["datasets"][name])
-    d.setdefault("seed", config["seed"])
-    d["name"] = name
-    return d
-
-
-def dataset_videos(name):
-    return list(dataset_clips(ds_cfg(name)).values())
-
-
-def shards(name):
-    d = ds_cfg(name)
-    return sorted(assign_shards(list(dataset_clips(d)), d["shard_size"]))
-
-
-def as_json(d):
-    """A params section as one shell-quoted JSON word for `g4g ... --params`."""
+def settings(dataset, *names, with_dataset=False):
+    """The named params.yaml sections of `dataset` (overrides merged) as one shell-quoted JSON word for
+    `g4g ... --params`: a rule's params, so a changed value re-runs exactly the jobs it touches."""
+    p = PARAMS[dataset]
+    d = {name: as_dict(getattr(p, name)) for name in names}
+    if with_dataset:  # the dataset's own entry (scan, demo-data), without its overrides (already merged)
+        d.update(dataset=dataset, datasets={dataset: {**as_dict(p.ds), "overrides": {}}})
     return shlex.quote(json.dumps(d, sort_keys=True))
 
 
-def stage_params():
-    v, a = config["video"], config["audio"]
-    return {"fps": v["fps"], "min_frames": v["min_frames"], "sample_rate": a["sample_rate"],
-            "silence_dbfs": a["silence_dbfs"], "reject_silent": a["reject_silent"]}
+def dataset_videos(name):
+    return list(dataset_clips(PARAMS[name].ds).values())
+
+
+def shards(name):
+    return sorted(assign_shards(list(dataset_clips(PARAMS[name].ds)), PARAMS[name].ds.shard_size))
 
 
 def per_shard(pattern):
@@ -45,12 +37,6 @@ def per_shard(pattern):
 
 # ---- training helpers ----
 VARIANTS = config["variants"]
-
-
-def train_cfg(dataset, *sections):
-    """params.yaml sections for a dataset, its `overrides` merged (g4g.train.params.resolve), as JSON."""
-    r = resolve(config, dataset)
-    return as_json({k: r[k] for k in sections if k in r})
 
 
 def launcher(resources):

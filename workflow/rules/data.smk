@@ -10,8 +10,7 @@ rule demo_data:
                      i=range(DEMO.get("n_clips", 0))),
         index=f"{DEMO.get('root', 'results/demo/raw')}/demo.json",
     params:
-        cfg=as_json({"n_clips": DEMO.get("n_clips"), "seed": config["seed"], "size": DEMO.get("size"),
-                     "min_seconds": DEMO.get("min_seconds"), "max_seconds": DEMO.get("max_seconds")}),
+        cfg=settings("demo", "seed", with_dataset=True) if "demo" in PARAMS else "{}",
         root=lambda w, output: os.path.dirname(output.index),
     conda:
         ENV
@@ -30,7 +29,7 @@ rule scan:
         manifest="results/{dataset}/manifest.parquet",
         rejects="results/{dataset}/rejects/scan.parquet",
     params:
-        ds=lambda w: as_json(ds_cfg(w.dataset)),
+        ds=lambda w: settings(w.dataset, "seed", with_dataset=True),
     conda:
         ENV
     log:
@@ -46,7 +45,7 @@ rule resample:
         table="results/{dataset}/resampled/{shard}.parquet",
         rejects="results/{dataset}/rejects/resample/{shard}.parquet",
     params:
-        stage=as_json(stage_params()),
+        stage=lambda w: settings(w.dataset, "video", "audio"),
     conda:
         ENV
     log:

@@ -1,13 +1,13 @@
-# Phase 6: every method scored by one frozen protocol (METHOD.md Sec. 9): our variants, the baselines,
+# Phase 6: every method scored by one frozen protocol (docs/design/method.md Sec. 9): our variants, the baselines,
 # the ground truth (LSE of the real videos) and external methods' own videos (params.yaml
 # evaluate.external_methods), all re-cropped with the stored ground-truth crop transforms.
-from g4g.evaluate.wiring import eval_params, evaluate_inputs, optional_flags
+from g4g.evaluate.wiring import evaluate_inputs, optional_flags
 
 
 rule evaluate:
     input:
         unpack(lambda w: evaluate_inputs(
-            config, w.dataset, w.method,
+            PARAMS[w.dataset], w.method,
             {"clips": rules.prepare.output.clips.format(dataset=w.dataset),
              "resampled": expand(rules.resample.output.table, dataset=w.dataset, shard=shards(w.dataset)),
              "frames": expand(rules.faces.output.frames, dataset=w.dataset, shard=shards(w.dataset))},
@@ -21,7 +21,7 @@ rule evaluate:
     wildcard_constraints:
         method=r"(?!summary\.json$)[A-Za-z0-9_.-]+",
     params:
-        cfg=lambda w: as_json(eval_params(config, w.dataset)),
+        cfg=lambda w: settings(w.dataset, "evaluate", "mel"),
         flags=lambda w, input: optional_flags(input),
     conda:
         ENV

@@ -1,5 +1,5 @@
 # Phase 2: 68-point landmarks (detection + tracking + smoothing + interpolation) and the 416 x 320 face
-# crops with their transforms, in one decode pass per clip (g4g.data.prepare.face_clip), packed in a
+# crops with their transforms, in one decode pass per clip (g4g.data.faces.face_clip), packed in a
 # Parquet frame shard. `g4g landmarks` and `g4g crops` run the same two steps as separate passes.
 
 
@@ -10,7 +10,7 @@ rule faces:
         frames="results/{dataset}/shards/{shard}.frames.parquet",
         rejects="results/{dataset}/rejects/faces/{shard}.parquet",
     params:
-        cfg=as_json({"landmarks": config["landmarks"], "crop": config["crop"]}),
+        cfg=lambda w: settings(w.dataset, "landmarks", "crop"),
     conda:
         ENV
     log:

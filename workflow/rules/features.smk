@@ -8,7 +8,7 @@ rule mels:
         mels="results/{dataset}/shards/{shard}.mels.parquet",
         rejects="results/{dataset}/rejects/mels/{shard}.parquet",
     params:
-        cfg=as_json({"mel": config["mel"], "stage": stage_params()}),
+        cfg=lambda w: settings(w.dataset, "mel", "audio"),
     conda:
         ENV
     log:
@@ -36,6 +36,6 @@ rule prepare:
     log:
         "logs/{dataset}/prepare.log",
     shell:
-        "g4g prepare-summary --manifest {input.manifest} --frames {input.frames} --mels {input.mels}"
+        "g4g prepare --manifest {input.manifest} --frames {input.frames} --mels {input.mels}"
         " --rejects-in {input.rejects} --clips {output.clips} --rejects {output.rejects}"
         " --summary {output.summary} --log {log}"

@@ -1,10 +1,10 @@
 # Phase 5: inference in the reconstruction setting (each test clip driven by its own audio) with every
 # trained variant, and the baseline videos of table 1 rendered the same way (composite + feathered paste).
 # Each job writes one folder of {clip}.mp4 plus an index (a failed clip is a row with its reason).
-from g4g.evaluate.wiring import infer_params, methods
-from g4g.infer.testset import VARIANT_OF_METHOD
+from g4g.evaluate.wiring import methods
+from g4g.params import VARIANT_OF_METHOD
 
-METHODS = methods(config)
+METHODS = methods(PARAMS[DATASET])
 
 
 rule infer:
@@ -20,7 +20,7 @@ rule infer:
     wildcard_constraints:
         method="|".join(METHODS["model"]) or "(?!)",
     params:
-        cfg=lambda w: as_json(infer_params(config, w.dataset)),
+        cfg=lambda w: settings(w.dataset, "infer", "mel", "audio", "seed"),
     conda:
         ENV
     log:
@@ -49,7 +49,7 @@ rule reference_videos:
     wildcard_constraints:
         method="|".join(METHODS["baselines"]) or "(?!)",
     params:
-        cfg=lambda w: as_json(infer_params(config, w.dataset)),
+        cfg=lambda w: settings(w.dataset, "infer", "mel", "audio", "seed"),
     conda:
         ENV
     log:

@@ -1,5 +1,5 @@
 # Phase 7: table1 / table2 (CSV + Markdown) with the paper's published rows beside ours, the DVC metrics
-# JSON, plot data and bar charts per dataset (PIPELINE.md Sec. 5).
+# JSON, plot data and bar charts per dataset (docs/design/pipeline.md Sec. 5).
 from g4g.evaluate.charts import CHART_METRICS, slug
 
 METRIC_SLUGS = [slug(m) for m in CHART_METRICS]

@@ -13,7 +13,7 @@ rule train_sync:
                      category="Training", labels={"dataset": "{dataset}", "model": "sync expert",
                                                   "figure": "training curve"}),
     params:
-        cfg=lambda w: train_cfg(w.dataset, "sync", "seed"),
+        cfg=lambda w: settings(w.dataset, "sync", "seed"),
         run_dir=lambda w, output: str(Path(output.model).with_suffix("")),
         launch=lambda w, resources: launcher(resources),
         rule_name="train_sync",
@@ -50,7 +50,7 @@ rule train:
                        category="Training", labels={"dataset": "{dataset}", "model": "G4G {variant}",
                                                     "figure": "samples"}),
     params:
-        cfg=lambda w: train_cfg(w.dataset, "model", "train", "seed"),
+        cfg=lambda w: settings(w.dataset, "model", "train", "seed"),
         launch=lambda w, resources: launcher(resources),
         rule_name="train",
     conda:

@@ -1,4 +1,4 @@
-"""Inference and evaluation throughput (printed, never asserted): `python -m g4g.bench_infer [--seconds 10]`.
+"""Inference and evaluation throughput (printed, never asserted): `python -m g4g.bench.infer [--seconds 10]`.
 
 infer: a generated 1920x1080 25 fps talking-head clip lip-synced to its own audio, end to end (decode,
 crop, generate, paste back, encode + mux), frames/s overall and per stage, with the demo-size generator
@@ -20,11 +20,23 @@ from pathlib import Path
 
 import numpy as np
 
+from g4g.bench.prep import clip_1080p
+from g4g.evaluate.own_syncnet import OwnSyncNet
+from g4g.infer.lipsync import Lipsync, track_video
+from g4g.metrics.fid import FIDInception
+from g4g.metrics.image import image_metrics
+from g4g.metrics.lpips_metric import LPIPSMetric
+from g4g.metrics.lse import lse
+from g4g.metrics.syncnet import OfficialSyncNet
+from g4g.models.g4g import build_generator
+from g4g.models.loading import build_expert
+from g4g.params import InferParams, LandmarkParams, SyncParams
+from g4g.weights import WeightsError
+
 
 def _checkpoint(size: str, folder: Path) -> Path:
     import torch
 
-    from g4g.models.g4g import build_generator
 
     torch.manual_seed(0)
     G = build_generator(size)
@@ -35,9 +47,8 @@ def _checkpoint(size: str, folder: Path) -> Path:
 
 def bench_infer(clip: Path, checkpoint: Path, device: str, batch: int, label: str, track=None,
                 overlap: bool = True, paste_threads: int = 1) -> dict:
-    from g4g.infer.lipsync import Lipsync, LipsyncParams
 
-    engine = Lipsync.from_checkpoint(checkpoint, LipsyncParams(batch_size=batch, device=device, overlap=overlap,
+    engine = Lipsync.from_checkpoint(checkpoint, InferParams(batch_size=batch, device=device, overlap=overlap,
                                                                paste_threads=paste_threads))
     with tempfile.TemporaryDirectory() as tmp:
         if device.startswith("cuda"):  # warm-up: kernels, cudnn autotune
@@ -56,15 +67,6 @@ def bench_infer(clip: Path, checkpoint: Path, device: str, batch: int, label: st
 def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
     import torch
 
-    from g4g.evaluate.own_syncnet import OwnSyncNet
-    from g4g.metrics.fid import FIDInception
-    from g4g.metrics.image import image_metrics
-    from g4g.metrics.lpips_metric import LPIPSMetric
-    from g4g.metrics.lse import lse
-    from g4g.metrics.syncnet import OfficialSyncNet
-    from g4g.train.params import SyncParams
-    from g4g.train.sync import build_expert
-    from g4g.weights import WeightsError
 
     rng = np.random.default_rng(0)
     gen = rng.integers(0, 255, (n, 416, 320, 3), dtype=np.uint8)
@@ -87,7 +89,7 @@ def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
     print(f"evaluation throughput on {device}, 416 x 320 crops, batch {batch}:")
     for dt in (torch.float32, torch.float64):
         timed(f"PSNR + SSIM + MSE ({str(dt).split('.')[-1]})",
-              lambda: [image_metrics(gen[i:i + batch], gt[i:i + batch], device, dt) for i in range(0, n, batch)])
+              lambda: [image_metrics(gen[i:i + batch], gt[i:i + batch], device, dt) for i in range(0, n, batch)])  # noqa: B023
     lp, note = load(LPIPSMetric)
     timed("LPIPS (AlexNet)" + note, lambda: lp.frames(gen, gt, batch))
     fid, note = load(FIDInception)
@@ -106,8 +108,6 @@ def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from g4g.bench import _clip_1080p
-    from g4g.data.landmarks import LandmarkParams
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the generated 1080p clip")
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
-    clip = _clip_1080p(a.seconds)
-    from g4g.infer.lipsync import track_video
+    clip = clip_1080p(a.seconds)
 
     t = time.perf_counter()
     track = track_video(clip, LandmarkParams())

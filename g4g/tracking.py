@@ -1,6 +1,7 @@
-"""Experiment tracking: a per-step CSV that always exists, and MLflow when it can be imported.
+"""Experiment tracking, the one module that talks to MLflow: a per-step CSV that always exists, MLflow
+when it can be imported; training runs and evaluation runs (linked to the training of their checkpoint).
 
-MLflow (PIPELINE.md Sec. 4): one run per training, resumed with the same run id after a restart;
+MLflow (docs/design/pipeline.md Sec. 4): one run per training, resumed with the same run id after a restart;
 params = the resolved, flattened config; tags = git commit and dirty flag, data hash, Snakemake rule,
 variant, perceptual on/off; metrics sent in batches (log_batch); sample grids, curves and the final
 checkpoint as artefacts. Default tracking URI: sqlite:///mlflow.db (in the project root, where the
@@ -12,14 +13,17 @@ stops the training.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import json
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
-from g4g.config import ROOT
+from g4g.params import ROOT
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +208,72 @@ class Tracker:
                 self.client.set_terminated(self.run_id, status)
             except Exception as e:  # noqa: BLE001
                 self._fail("end", e)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Params and evaluation runs
+# ----------------------------------------------------------------------------------------------------
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {'a.b.c': 'value'} (MLflow params)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(v):
+            v = dataclasses.asdict(v)
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v, default=str) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def metric_key(column: str) -> str:
+    """MLflow-safe name of a table column: 'LSE-C (own SyncNet)' -> 'lse_c_own_syncnet'."""
+    return re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
+
+
+def training_run_id(checkpoint: str | None, tracker) -> str | None:
+    """MLflow run id of the training that wrote `checkpoint` (None when it cannot be told)."""
+    if not checkpoint or not Path(checkpoint).exists():
+        return None
+    import torch  # heavy: only evaluations that link a checkpoint need it
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    meta = state.get("meta") or {}
+    rid = state.get("mlflow_run_id") or meta.get("mlflow_run_id")
+    if rid or tracker.client is None or not meta.get("fingerprint"):
+        return rid
+    try:
+        exps = [e.experiment_id for e in tracker.client.search_experiments()]
+        flt = f"tags.fingerprint = '{meta['fingerprint']}'"
+        if meta.get("variant"):
+            flt += f" and tags.variant = '{meta['variant']}'"
+        runs = tracker.client.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+    except Exception as e:  # noqa: BLE001 - the link is a convenience
+        log.warning("could not look up the training run of %s (%s)", checkpoint, e)
+        return None
+
+
+def log_evaluation(summary: dict, tracking: dict | None, checkpoint: str | None, artifacts: list[str]) -> dict:
+    """Log the method's values, weights and notes; returns {'mlflow_run_id', 'training_run_id'}."""
+    tracking = tracking or {}
+    tr = Tracker(tracking.get("mlflow", True), tracking.get("uri"), tracking.get("experiment", "G4G"))
+    train_id = training_run_id(checkpoint, tr)
+    tags = {**git_info(), "kind": "evaluation", "dataset": summary["dataset"], "method": summary["method"],
+            "snakemake_rule": "evaluate", "training_run_id": train_id or "none", "checkpoint": checkpoint or "none",
+            **{f"weights.{metric_key(k)}": v for k, v in summary["weights"].items()}}
+    params = flatten({"evaluate": summary["params"], "dataset": summary["dataset"], "method": summary["method"]})
+    run_id = tr.start(f"eval-{summary['dataset']}-{summary['method']}", params, tags)
+    if run_id is not None:
+        values = {metric_key(k): v for k, v in summary["metrics"].items() if v == v and abs(v) != float("inf")}
+        tr.log_metrics(0, {**values, "n_videos": summary["n_videos"], "n_frames": summary["n_frames"]})
+        if summary["notes"]:
+            tr.tag("notes", " | ".join(summary["notes"])[:5000])
+        for a in artifacts:
+            if a and Path(a).exists():
+                tr.artifact(a)
+        tr.end()
+    return {"mlflow_run_id": run_id, "training_run_id": train_id}

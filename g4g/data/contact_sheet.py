@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from g4g.data.crops import MOUTH_BOX, invert_affine
-from g4g.data.mels import MelParams, window_start
+from g4g.data.mels import window_start
 from g4g.data.shards import FrameReader, MelReader
+from g4g.io.video import iter_frames
+from g4g.params import MelParams
 from g4g.utils import atomic_path
 
 
@@ -32,7 +34,6 @@ def contact_sheet(frames_path: str, mels_path: str, out: str, clip_id: str | Non
 
     src = None
     if resampled:
-        from g4g.io.video import iter_frames
 
         r = [x for x in pq.read_table(resampled).to_pylist() if x["clip_id"] == clip_id][0]
         idx = np.asarray(r["index_map"])[shown]

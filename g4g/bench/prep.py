@@ -1,6 +1,6 @@
-"""Benchmarks (printed figures, never asserted): `python -m g4g.bench prep [--long]`.
+"""Preparation benchmark (printed figures, never asserted): `python -m g4g.bench.prep [--long]`.
 
-prep: on a generated 10 s 1920x1080 25 fps talking-head clip, decode-only frames/s (the physical
+On a generated 10 s 1920x1080 25 fps talking-head clip, decode-only frames/s (the physical
 bound of this machine), then frames/s of each preparation stage and of the whole preparation; with
 --long, peak memory of the whole preparation of a 10-minute 1080p video (all stages in one process,
 an upper bound for any one Snakemake job).
@@ -16,12 +16,27 @@ import tempfile
 import time
 from pathlib import Path
 
+from g4g.data.demo import write_talking_clip
+from g4g.data.faces import LANDMARK_SCHEMA, crop_clip, crop_pool, face_clip, landmark_arrays, landmark_clip
+from g4g.data.mels import mel_clip
+from g4g.data.resample import resample_clip
+from g4g.data.scan import scan
+from g4g.data.shards import FrameShardWriter
+from g4g.io.video import ffmpeg_exe
+from g4g.params import (
+    AudioParams,
+    CropParams,
+    DatasetParams,
+    LandmarkParams,
+    MelParams,
+    SplitParams,
+    VideoParams,
+)
 
 BENCH_DIR = Path("results/bench")
 
 
-def _clip_1080p(seconds: float = 10.0) -> Path:
-    from g4g.data.demo import write_talking_clip
+def clip_1080p(seconds: float = 10.0) -> Path:
 
     path = BENCH_DIR / f"1080p_{seconds:g}s" / "talking.mp4"  # one folder each: scan lists a folder
     if not path.exists():
@@ -32,7 +47,6 @@ def _clip_1080p(seconds: float = 10.0) -> Path:
 
 
 def _long_clip(src: Path, loops: int) -> Path:
-    from g4g.io.video import ffmpeg_exe
 
     path = BENCH_DIR / f"1080p_x{loops}" / "talking.mp4"
     if not path.exists():
@@ -64,21 +78,15 @@ def run_stages(path: Path, workdir: Path, components: bool = True) -> tuple[dict
     """
     import pyarrow as pa
 
-    from g4g.data.landmarks import LandmarkParams
-    from g4g.data.mels import MelParams
-    from g4g.data.prepare import (LANDMARK_SCHEMA, CropStageParams, StageParams, crop_pool, crop_clip, face_clip,
-                                  landmark_arrays, landmark_clip, mel_clip, resample_clip)
-    from g4g.data.scan import scan
-    from g4g.data.shards import FrameShardWriter
 
     times, parts = {}, {}
-    cp = CropStageParams()
+    cp = CropParams()
     t = time.time()
-    table, _ = scan({"root": str(path.parent), "split": {"protocol": "count", "n_test": 0}}, 0, 8)
+    table, _ = scan(DatasetParams(root=str(path.parent), split=SplitParams(n_test=0)), 0)
     row = [r for r in table.to_pylist() if r["path"] == str(path)][0]
     times["scan (probe)"] = time.time() - t
     t = time.time()
-    res = resample_clip(row, StageParams())
+    res = resample_clip(row, VideoParams(), AudioParams())
     times["resample (frame map + 16 kHz audio)"] = time.time() - t
     with crop_pool(cp) as pool:
         if components:
@@ -95,16 +103,16 @@ def run_stages(path: Path, workdir: Path, components: bool = True) -> tuple[dict
             face_clip(res, LandmarkParams(), cp, w, pool)
         times["faces (landmarks + crops, one decode pass)"] = time.time() - t
     t = time.time()
-    mel_clip(res, MelParams(), StageParams(reject_silent=False))
+    mel_clip(res, MelParams(), AudioParams(reject_silent=False))
     times["mels"] = time.time() - t
     return times, res["n_frames"], parts
 
 
 def bench_prep(long: bool) -> None:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    clip = _clip_1080p()
+    clip = clip_1080p()
     with tempfile.TemporaryDirectory() as d:  # warm-up: imports and model loading happen once per
-        run_stages(_clip_1080p(1.0), Path(d))  # shard job, not once per clip; keep them out of the rates
+        run_stages(clip_1080p(1.0), Path(d))  # shard job, not once per clip; keep them out of the rates
     n, dt = decode_only(clip)
     dec = n / dt
     print(f"\n== data preparation, {clip} (1920x1080, 25 fps, {n} frames) ==")
@@ -124,7 +132,7 @@ def bench_prep(long: bool) -> None:
 def bench_memory(clip: Path, loops: int = 60) -> None:
     long = _long_clip(clip, loops)
     print(f"\n== peak memory, {long} ({loops * 10 / 60:.0f} min 1080p) ==")
-    code = ("import sys, resource, tempfile, json; from pathlib import Path; from g4g.bench import run_stages;"
+    code = ("import sys, resource, tempfile, json; from pathlib import Path; from g4g.bench.prep import run_stages;"
             "t, n, _ = run_stages(Path(sys.argv[1]), Path(tempfile.mkdtemp()), components=False);"
             "print(json.dumps({'frames': n, 'times': t, "
             "'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
@@ -139,15 +147,13 @@ def bench_memory(clip: Path, loops: int = 60) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m g4g.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["prep"], nargs="?", default="prep")
+    ap = argparse.ArgumentParser(prog="python -m g4g.bench.prep", description=__doc__.splitlines()[0])
     ap.add_argument("--long", action="store_true", help="also measure peak memory on a 10-minute video")
     a = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    if a.what == "prep":
-        bench_prep(a.long)
+    bench_prep(a.long)
 
 
 if __name__ == "__main__":

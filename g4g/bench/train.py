@@ -1,4 +1,4 @@
-"""Training throughput (printed figures, never asserted): `python -m g4g.bench_train [--steps N]`.
+"""Training throughput (printed figures, never asserted): `python -m g4g.bench.train [--steps N]`.
 
 CPU, demo scale (face 104 x 80, width 0.25): samples/s of the real training step (generator update +
 discriminator update, g4g.train.step) in the frame and clip stages, the time split into waiting for
@@ -22,18 +22,25 @@ from pathlib import Path
 
 import torch
 
+from g4g.losses import VGGPerceptual
+from g4g.models.g4g import model_config
+from g4g.models.sync_expert import SyncExpert
+from g4g.params import LossWeights
+from g4g.train.data import G4GSamples, device_batch, make_loader, read_clips
+from g4g.train.step import build_nets, train_step
+from g4g.train.synthetic import write_synthetic
+from g4g.weights import WeightsError
+
 DEMO_CLIPS = Path("results/demo/clips.parquet")
 
 
 def _dataset(cfg, T: int, clips_parquet: str, cache: int):
-    from g4g.train.data import G4GSamples, read_clips
 
     return G4GSamples(read_clips(clips_parquet, "train", min_frames=10), cfg, T, seed=0, cache_frames=cache)
 
 
 def loader_rate(ds, batch: int, workers: int, n: int) -> float:
     """Samples/s of the loader alone (first batch excluded: worker start-up)."""
-    from g4g.train.data import make_loader
 
     it = iter(make_loader(ds, batch, 0, n + 1, workers, prefetch=4, pin_memory=torch.cuda.is_available()))
     next(it)
@@ -46,11 +53,6 @@ def loader_rate(ds, batch: int, workers: int, n: int) -> float:
 def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.device, workers: int,
                amp: bool, cache: int = 0, warmup: int = 2, perceptual: bool = True, gan: bool = True) -> dict:
     """Samples/s of the training step, data wait vs compute, and peak memory (CUDA)."""
-    from g4g.losses import LossWeights, VGGPerceptual
-    from g4g.models.sync_expert import SyncExpert
-    from g4g.train.data import device_batch, make_loader
-    from g4g.train.step import build_nets, train_step
-    from g4g.weights import WeightsError
 
     vgg = None
     if perceptual:
@@ -94,7 +96,6 @@ def _row(name: str, r: dict, extra: str = "") -> None:
 
 
 def cpu_figures(clips: str, steps: int) -> None:
-    from g4g.models.g4g import model_config
 
     print("\n-- CPU, demo scale (face 104x80, width 0.25, fp32) as the demo trains: no loader workers, no L_p;")
     print("   frame stage without GAN, clip stage with both discriminators and the sync expert --")
@@ -111,7 +112,6 @@ def cpu_figures(clips: str, steps: int) -> None:
 
 
 def cuda_figures(clips: str, steps: int, workers: int) -> None:
-    from g4g.models.g4g import model_config
 
     dev = torch.device("cuda")
     print(f"\n-- CUDA {torch.cuda.get_device_name()}, paper scale (face 416x320, width 1; bf16, channels-last) --")
@@ -135,7 +135,7 @@ def cuda_figures(clips: str, steps: int, workers: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m g4g.bench_train", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m g4g.bench.train", description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--workers", type=int, default=8, help="loader workers on CUDA")
     ap.add_argument("--clips", help="clips.parquet (default: the demo set, else a synthetic set)")
@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     clips = a.clips or (str(DEMO_CLIPS) if DEMO_CLIPS.exists() else None)
     if clips is None:
-        from g4g.train.synthetic import write_synthetic
 
         clips = str(write_synthetic(tempfile.mkdtemp(prefix="g4g-bench-"), 40, 4, 1))
     if a.cuda_only:
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # with loader workers the OpenMP threads must not spin (see g4g.train.commands._runtime): own process
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    subprocess.run([sys.executable, "-m", "g4g.bench_train", "--cuda-only", "--clips", clips, "--steps",
+    subprocess.run([sys.executable, "-m", "g4g.bench.train", "--cuda-only", "--clips", clips, "--steps",
                     str(a.steps), "--workers", str(a.workers)], env=env, check=True)
 
 

@@ -1,0 +1,56 @@
+"""Trained networks from their files: the G4G generator (model.pt) and the sync expert (syncnet.pt).
+
+Training writes these files (g4g.train); inference, evaluation and training itself load them from here,
+so the layers above the models never reach into the training package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from g4g.models.g4g import G4G, G4GConfig
+from g4g.models.sync_expert import SyncExpert
+from g4g.params import RUNTIME_KEYS, SyncParams
+
+
+def load_generator(path: str | Path, device="cpu"):
+    """(G4G in eval mode, the checkpoint dict) from a model.pt written by training_loop."""
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    g = G4G(G4GConfig(**state["config"]))
+    g.load_state_dict(state["generator"])
+    return g.to(device).eval(), state
+
+
+def build_expert(p: SyncParams):
+
+    return SyncExpert(width=p.width, norm=p.norm)
+
+
+def load_sync_expert(path: str | Path, device="cpu"):
+    """(expert in eval mode with frozen weights, its metadata) from a syncnet.pt written by train_sync."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    p = SyncParams(**state["params"])
+    expert = build_expert(p)
+    expert.load_state_dict(state["expert"])
+    return expert.to(device).eval().requires_grad_(False), state
+
+
+def expert_digest(state: dict) -> str:
+    """16 hex digits identifying a loaded syncnet.pt (`load_sync_expert(...)[1]`) by what the expert
+    computes (its parameters, buffers and SyncParams), not by the file's bytes: the file also carries
+    provenance (git commit, run tags), so a re-published, identical expert must not look like a new one
+    to the runs that depend on it."""
+
+
+    params = {k: v for k, v in state["params"].items() if k not in RUNTIME_KEYS}  # as fingerprint(): no log_every...
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for name, t in sorted(state["expert"].items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
