@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from g4g import weights as weight_files
 from g4g.models.contrastive import InterModalityContrast
 from g4g.models.discriminators import stack_clips
 from g4g.models.sync_expert import SyncExpert, faces_to_mouths, sync_loss

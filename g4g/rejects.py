@@ -1,7 +1,7 @@
 """The rejects record: one row per (clip, stage) that could not be processed, with the reason.
 
 Every stage collects its rejects in a `Rejects` and writes them next to its output (possibly an
-empty table, so Snakemake has a file to track); `g4g prepare-summary` merges them into
+empty table, so Snakemake has a file to track); `g4g prepare` merges them into
 results/{dataset}/rejects.parquet. One bad clip never aborts a run: stages catch `ClipError` (and,
 as a last resort, any Exception) per clip, record it here and go on.
 """

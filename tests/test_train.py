@@ -18,7 +18,7 @@ import torch
 
 from g4g.data.mels import audio_window
 from g4g.models.g4g import variant_config
-from g4g.params import ModelParams, SyncParams, TrainParams
+from g4g.params import ModelParams, SyncParams, TrainParams, build
 
 N_FRAMES, TRAIN_CLIPS, TEST_CLIPS = 40, 4, 3
 
@@ -43,8 +43,8 @@ def tiny_train(**kw) -> TrainParams:
     base = dict(stages=[dict(mode="frame", scale=64, steps=4, batch=2, gan=True),
                         dict(mode="clip", scale=64, steps=2, batch=1)],
                 lr=1e-3, allow_no_perceptual=True, workers=0, checkpoint_every=2, sample_every=3,
-                log_every=1, eval_frames=4, crop_scale=(1.05, 1.15))
-    return TrainParams(**{**base, **kw})
+                log_every=1, eval_frames=4, crop_scale=[1.05, 1.15])
+    return build(TrainParams, {**base, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,14 @@ def test_lint_is_clean():
 
 
 def test_prepare_target_end_to_end(small_demo):
-    r = snakemake(small_demo, "--cores", "2", "results/demo/prepared.json", "results/demo/inspect.png")
+    r = snakemake(small_demo, "--cores", "2", "results/demo/prepared.json", "results/demo/contact_sheet.png")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((small_demo / "results/demo/prepared.json").read_text())
     assert summary["clips_listed"] == 4 and summary["clips_ready"] == 4
     assert summary["ready_by_split"]["test"] == 1
     clips = pq.read_table(small_demo / "results/demo/clips.parquet").to_pylist()
     assert {c["shard"] for c in clips} == {"s0000", "s0001"}
-    assert (small_demo / "results/demo/inspect.png").stat().st_size > 10_000
+    assert (small_demo / "results/demo/contact_sheet.png").stat().st_size > 10_000
     for rule in ["scan", "resample/s0000", "faces/s0001", "faces/s0000", "mels/s0001", "prepare"]:
         assert (small_demo / f"logs/demo/{rule}.log").exists(), rule
     # nothing half-written is left behind, and a second run has nothing to do

@@ -1,7 +1,7 @@
 """A tiny synthetic talking-face set in the prepared-data format, for tests and benchmarks (no video, no
 landmark detector): a drawn face on a textured background that moves a little, whose mouth opening
 follows a band of the mel spectrogram, with matching 68 landmarks, written as frame and mel shards and
-a clips.parquet index exactly like `g4g prepare-summary` writes them.
+a clips.parquet index exactly like `g4g prepare` writes them.
 """
 
 from __future__ import annotations
