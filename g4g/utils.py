@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, logging, hashing, seeding."""
+"""Small shared helpers: atomic writes, logging, hashing, seeding, the device choice."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -47,22 +49,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Like atomic_path for a directory: build it under a temporary name, then swap it in."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
@@ -85,3 +71,12 @@ def stable_seed(*parts: Any) -> int:
     """A 32-bit seed derived from arbitrary parts (e.g. base seed + clip id), stable across runs."""
     h = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(h[:4], "little")
+
+
+def resolve_device(name: str | torch.device | None = "auto", index: int = 0) -> torch.device:
+    """The torch device a setting names: "auto" or None is cuda:index when CUDA is there, else the CPU."""
+    import torch  # here, not at the top: the data stages and the CLI's --help run without loading torch
+
+    if name is None or name == "auto":
+        return torch.device(f"cuda:{index}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

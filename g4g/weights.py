@@ -2,7 +2,7 @@
 
 `g4g weights status` lists what is present and verified; `g4g weights fetch` downloads what is missing
 (on a machine with internet) and verifies it. Users can also drop files into resources/weights/
-(torch-hub style files under resources/weights/torch/hub/checkpoints, where TORCH_HOME points).
+(torch-hub style files under resources/weights/torch/hub/checkpoints).
 
 Checksums: `sha256` is the full digest where it is published or was recorded by us; torch-hub style
 files carry a digest prefix in their name (`vgg19-dcbb9e9d.pth`), which is what torch.hub itself
@@ -36,11 +36,6 @@ def weights_dir() -> Path:
 
 def torch_home() -> Path:
     return weights_dir() / "torch"
-
-
-def use_project_torch_home() -> None:
-    """Point TORCH_HOME at resources/weights/torch unless the user set it (torchvision, lpips, FAN)."""
-    os.environ.setdefault("TORCH_HOME", str(torch_home()))
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ def demo_set(tmp_path_factory):
     return out, paths
 
 
-def test_synth_speech_is_deterministic_and_well_formed():
-    a1, o1 = demo.synth_speech(3.0, seed=11)
-    a2, o2 = demo.synth_speech(3.0, seed=11)
-    a3, _ = demo.synth_speech(3.0, seed=12)
+def test_speech_is_deterministic_and_well_formed():
+    a1, o1, _ = demo.speech_and_articulation(3.0, seed=11)
+    a2, o2, _ = demo.speech_and_articulation(3.0, seed=11)
+    a3, _, _ = demo.speech_and_articulation(3.0, seed=12)
     assert a1.dtype == np.float32 and a1.shape == (48000,) and o1.shape == (75,)
     assert a1.tobytes() == a2.tobytes() and np.array_equal(o1, o2)
     assert not np.array_equal(a1, a3)
@@ -43,7 +43,7 @@ def test_synth_speech_is_deterministic_and_well_formed():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_openness_follows_audio_envelope(seed):
-    audio, openness = demo.synth_speech(5.0, seed)
+    audio, openness, _ = demo.speech_and_articulation(5.0, seed)
     r = np.corrcoef(frame_rms(audio), openness)[0, 1]
     assert r > 0.7, r
 

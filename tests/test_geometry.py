@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from g4g.data import crops
-from g4g.data.mels import audio_window, audio_windows, melspectrogram, window_start
+from g4g.data.mels import audio_windows, melspectrogram, window_start
 from g4g.io.video import Yuv420
 from g4g.params import MelParams
 
@@ -21,6 +21,12 @@ def face(cx=200.0, top=100.0, r_half=60.0, mouth_w=50.0):
     p[49:54] = np.linspace(p[48], p[54], 7)[1:-1]
     p[55:68] = p[48] + [[mouth_w * i / 13, 3] for i in range(13)]
     return p
+
+
+def audio_window(mel: np.ndarray, t: int) -> np.ndarray:
+    """The definition, one frame at a time: mel[:, s : s + 16], s = window_start(t), edges replicated."""
+    s = int(window_start(t))
+    return mel[:, np.clip(np.arange(s, s + 16), 0, mel.shape[1] - 1)]
 
 
 def test_radius_box_and_anchor_map_to_crop_constants():

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from g4g.data.landmarks import LandmarkParams, detect_image_landmarks, get_backend, track_landmarks
+from g4g.data.landmarks import LandmarkParams, get_backend, track_landmarks
 from g4g.io.video import decode_all, frame_times, iter_frames, probe, resample_index, write_video
 from g4g.rejects import ClipError
 from g4g.weights import WeightsError
@@ -61,16 +60,6 @@ def test_real_clip_landmarks_found_and_plausible(name):
     assert (mouth[..., 0].min(1) > jaw[..., 0].min(1)).all()
     assert (mouth[..., 0].max(1) < jaw[..., 0].max(1)).all()
     assert (mouth[..., 1].max(1) < jaw[..., 1].max(1)).all()  # above the chin
-
-
-@needs_real
-def test_detect_image_landmarks():
-    img = _face_frames(1, 400)[0]
-    pts = detect_image_landmarks(img)
-    assert pts is not None and pts.shape == (68, 2)
-    assert pts[48:68, 1].mean() > pts[27:36, 1].mean()
-    assert detect_image_landmarks(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)) is not None
-    assert detect_image_landmarks(np.full((240, 320, 3), 128, np.uint8)) is None
 
 
 def test_no_face_rejected(tmp_path):
@@ -175,8 +164,6 @@ def test_fan_without_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsError, match="2DFAN4"):
         get_backend(LandmarkParams(backend="fan"))
-    with pytest.raises(WeightsError, match="put it at"):
-        detect_image_landmarks(np.zeros((64, 64, 3), np.uint8), LandmarkParams(backend="fan"))
 
 
 def _timed(path, idx) -> tuple[float, float]:

@@ -105,6 +105,19 @@ def test_contrastive_lower_for_aligned_than_shuffled():
     assert hard >= contrastive_loss(m, v, v)
 
 
+def test_same_clip_masking_keeps_the_temperature_gradient_finite():
+    """Masking same-clip batch keys (-inf) must come after the division by tau, else d/dtau = 0 * inf."""
+    from g4g.models.contrastive import info_nce
+    q = torch.nn.functional.normalize(torch.arange(12.0).view(3, 4) + 1, dim=1)
+    tau = torch.tensor(0.07, requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)  # rows 0 and 1: one clip
+    loss = info_nce(q, q.flip(0), None, tau, batch_mask=mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(tau.grad) and tau.grad != 0
+    # a masked key drops out of the denominator: the loss differs from the unmasked one
+    assert not torch.isclose(loss, info_nce(q, q.flip(0), None, torch.tensor(0.07)))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Perceptual loss (Eq. 20)
 # ----------------------------------------------------------------------------------------------------

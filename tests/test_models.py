@@ -88,7 +88,6 @@ def make_batch(scale: int, batch: int = 1, n_neg: int = 0) -> dict:
 def test_config_and_registry():
     assert [G4GConfig(scale=s).face_size for s in SCALES] == [(104, 80), (208, 160), (416, 320)]
     assert G4GConfig().chans == (64, 128, 256) and G4GConfig(width=0.25).chans == (16, 32, 64)
-    assert G4GConfig(scale=256).feat_size == (104, 80)
     with pytest.raises(ValueError):
         G4GConfig(scale=100)
     assert MODEL_SIZES["demo"] == dict(width=0.25, scale=64) and MODEL_SIZES["paper"]["width"] == 1.0

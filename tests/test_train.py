@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from g4g.data.mels import audio_window
+from g4g.data.mels import audio_windows
 from g4g.models.g4g import variant_config
 from g4g.params import ModelParams, SyncParams, TrainParams, build
 
@@ -86,7 +86,7 @@ def test_sampler_shapes_and_constraints(synth, T):
         clip = clips[int(s["clip"][0])]
         mel = MelReader(clip.mels_path).mel(clip.clip_id)
         for k, t in enumerate(frames):  # the audio window of each target frame
-            np.testing.assert_array_equal(s["A"][k, 0].numpy(), audio_window(mel, int(t)))
+            np.testing.assert_array_equal(s["A"][k, 0].numpy(), audio_windows(mel, np.array([t]))[0])
         torch.testing.assert_close(ds[i]["I_r"], s["I_r"])  # a pure function of the index
     straight = [b for b in IndexStream(4, 0, 6, rank=1, world=2)]
     assert [b for b in IndexStream(4, 3, 6, rank=1, world=2)] == straight[3:]  # resume = same stream

@@ -136,12 +136,6 @@ def speech_and_articulation(seconds: float, seed: int, sr: int = SR):
     return audio, openness.astype(np.float32), width.astype(np.float32)
 
 
-def synth_speech(seconds: float, seed: int, sr: int = SR) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic speech (float32 at sr) and per-video-frame mouth openness in [0, 1]."""
-    audio, openness, _ = speech_and_articulation(seconds, seed, sr)
-    return audio, openness
-
-
 # ------------------------------------------------------------------------------------------- face
 @functools.lru_cache(maxsize=1)
 def astronaut_face() -> tuple[np.ndarray, np.ndarray]:

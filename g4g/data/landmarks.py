@@ -451,14 +451,3 @@ def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | 
         stream.push(k, img)
     return stream.finish()
 
-
-def detect_image_landmarks(img: np.ndarray, params: LandmarkParams | None = None) -> np.ndarray | None:
-    """(68, 2) float32 landmarks of the largest, most central face of one RGB or gray image, or None."""
-    p = params or LandmarkParams()
-    backend = get_backend(p)
-    image = _Image.of(np.asarray(img, np.uint8), backend.fmt)
-    tr = _Tracker(backend, p, 1)
-    boxes = tr._detect(0, image)
-    if not len(boxes):
-        return None
-    return tr._fit(image, boxes[_choose(boxes, None, image.shape[:2])])

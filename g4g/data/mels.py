@@ -48,15 +48,9 @@ def window_start(t: int | np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
     return np.round(p.mel_fps * (np.asarray(t) - 2) / p.fps).astype(np.int64)
 
 
-def audio_window(mel: np.ndarray, t: int, p: MelParams = MelParams()) -> np.ndarray:
-    """A = mel[:, s : s + 16] for frame t, edges padded by replicating the first/last mel frame."""
-    s = int(window_start(t, p))
-    idx = np.clip(np.arange(s, s + p.window_frames), 0, mel.shape[1] - 1)
-    return mel[:, idx]  # (80, 16)
-
-
 def audio_windows(mel: np.ndarray, frames: np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
-    """Batched audio_window: (len(frames), 80, 16)."""
+    """A = mel[:, s : s + 16] for each frame t (s = window_start(t)), edges padded by replicating the
+    first / last mel frame: (len(frames), 80, 16)."""
     s = window_start(np.asarray(frames), p)[:, None] + np.arange(p.window_frames)[None, :]
     return np.transpose(mel[:, np.clip(s, 0, mel.shape[1] - 1)], (1, 0, 2))
 

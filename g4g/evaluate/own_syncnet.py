@@ -28,6 +28,7 @@ from g4g.models.composite import face_size
 from g4g.models.loading import load_sync_expert
 from g4g.models.sync_expert import EXPERT_SIZE, mouth_square
 from g4g.params import MelParams
+from g4g.utils import resolve_device
 
 
 class OwnSyncNet(SyncEmbedder):
@@ -36,7 +37,7 @@ class OwnSyncNet(SyncEmbedder):
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None,
                  mel: MelParams = MelParams()):
 
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.expert, state = load_sync_expert(path, self.device)
         self.mouth_size = int(state["params"].get("mouth_size", 256))
         self.face_size = face_size(self.mouth_size)  # (H, W) the expert's mouths were cut from

@@ -30,6 +30,7 @@ from g4g.metrics.lse import lse_from_embeddings
 from g4g.metrics.syncnet import OfficialSyncNet
 from g4g.params import EvalParams, MelParams
 from g4g.rejects import ClipError
+from g4g.utils import resolve_device
 from g4g.weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,7 @@ class Metrics:
 
 def build_metrics(p: EvalParams, syncnet: str | None = None, image: bool = True, mel=None) -> Metrics:
     """Load what the weights on disk allow; `image=False` (ground truth vs itself) loads LSE only."""
-    import torch
-
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
+    device = resolve_device(p.device)
     m = Metrics()
 
     def attempt(key: str, column: str, build):

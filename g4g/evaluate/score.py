@@ -37,7 +37,7 @@ from g4g.metrics.image import image_metrics
 from g4g.params import EvalParams
 from g4g.rejects import ClipError
 from g4g.tracking import log_evaluation
-from g4g.utils import write_json
+from g4g.utils import resolve_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
         crops = np.stack([warp_crop(f, A[k]) for f, k in zip(full, range(c0, c1))])  # (c, 416, 320, 3)
         if image:
             gt = np.stack([reader.get(clip.clip_id, k, ["image"])["image"] for k in range(c0, c1)])
-            for name, v in image_metrics(crops, gt, device=_device(p), dtype=_dtype(p)).items():
+            for name, v in image_metrics(crops, gt, device=resolve_device(p.device), dtype=_dtype(p)).items():
                 per[name].append(v)
             if m.lpips is not None:
                 per["lpips"].append(m.lpips.frames(crops, gt, batch_size=p.batch_size))
@@ -93,7 +93,7 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
                     full = [cv2.resize(f, gt_full[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in full]
                 for i in range(0, len(full), 4):  # 4 full frames per call bounds memory at 1080p
                     for name, v in image_metrics(np.stack(full[i:i + 4]), np.stack(gt_full[i:i + 4]),
-                                                 device=_device(p), dtype=_dtype(p)).items():
+                                                 device=resolve_device(p.device), dtype=_dtype(p)).items():
                         per[f"{name}_full"].append(v)
         for ch in lse.values():
             ch.feed(crops, c0)
@@ -118,12 +118,6 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
     return frames, summary, strip
 
 
-def _device(p: EvalParams) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-
-
 def _dtype(p: EvalParams):
     """float64 on CUDA; on CPU float32 (torch's float64 depthwise convolutions are ~10x slower there;
     SSIM moves by < 1e-7, PSNR by < 1e-5 dB)."""
@@ -131,7 +125,7 @@ def _dtype(p: EvalParams):
 
     if p.image_dtype != "auto":
         return getattr(torch, p.image_dtype)
-    return torch.float64 if _device(p).startswith("cuda") else torch.float32
+    return torch.float64 if resolve_device(p.device).type == "cuda" else torch.float32
 
 
 def video_of(clip: TestClip, videos_dir: str | None, index: dict) -> tuple[str | None, str | None]:

@@ -1,6 +1,6 @@
 """Lip-sync any video to any audio with a trained G4G generator (docs/design/method.md Sec. 7).
 
-    video --25 fps--> landmarks --smoothed--> crop transforms A (T, 2, 3)
+    video --25 fps--> landmarks --smoothed--> crop transforms M (T, 2, 3), source -> crop pixels
     audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k
     output frame k shows video frame pingpong(k); 5 references spread evenly over the video
     per chunk: decode -> crop (416 x 320, resized to the model's face size) -> generate in batches
@@ -42,6 +42,7 @@ from g4g.io.video import VideoWriter, ffmpeg_exe, frame_times, probe, resample_i
 from g4g.models.loading import load_generator
 from g4g.params import PASTE_REGIONS, AudioParams, CropParams, InferParams, MelParams
 from g4g.rejects import ClipError
+from g4g.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ class Track:
         return len(self.index_map)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-
-
 def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = CropParams(), fps: float = 25.0,
                 progress: bool = False) -> Track:
     """Resample the video to `fps`, track 68 landmarks, derive the smoothed crop transforms."""
@@ -75,8 +72,8 @@ def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = Cro
     if len(index_map) == 0:
         raise ClipError(f"{video}: no frames at {fps:g} fps")
     tr = track_landmarks(video, index_map, landmarks or LandmarkParams(), progress=progress)
-    A = box_to_affine(crop_boxes(tr.points, crop), crop)
-    return Track(index_map, A, apply_affine(A, tr.points.astype(np.float64)).astype(np.float32),
+    to_crop = box_to_affine(crop_boxes(tr.points, crop), crop)
+    return Track(index_map, to_crop, apply_affine(to_crop, tr.points.astype(np.float64)).astype(np.float32),
                  {"detected_fraction": tr.detected_fraction, "src_fps": info.fps, "width": info.width,
                   "height": info.height})
 
@@ -133,8 +130,8 @@ class Lipsync:
         """(n, H, W, 3) uint8 model-size face crops: the 416 x 320 crop, resized as training saw it."""
         H, W = self.size
         out = []
-        for f, A in zip(frames, affines):
-            c = warp_crop(f, A)
+        for f, to_crop in zip(frames, affines):
+            c = warp_crop(f, to_crop)
             out.append(c if c.shape[:2] == (H, W) else cv2.resize(c, (W, H), interpolation=cv2.INTER_AREA))
         return np.stack(out)
 

@@ -150,12 +150,6 @@ class Yuv420:
                   for i in range(3)]
         return cls(planes[0][:h, :w], planes[1][:h // 2, :w // 2], planes[2][:h // 2, :w // 2])
 
-    def gray(self) -> np.ndarray:
-        """Full-range grey (contiguous), as `iter_frames(fmt='gray')` gives."""
-        import cv2
-
-        return cv2.LUT(self.y, LIMITED_TO_FULL)
-
     def region(self, x0: int, y0: int, x1: int, y1: int) -> Yuv420:
         """Views of the planes over [x0, x1) x [y0, y1) (even coordinates: chroma is subsampled 2x2)."""
         return Yuv420(self.y[y0:y1, x0:x1], self.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2],

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from g4g.metrics.weights_info import WeightsInfo
+from g4g.utils import resolve_device
 
 
 @contextlib.contextmanager
@@ -53,7 +54,7 @@ class FIDInception:
             block = pfi.InceptionV3.BLOCK_INDEX_BY_DIM[dims]
             net = pfi.InceptionV3([block], resize_input=True, normalize_input=True)
         self.dims = dims
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.net = net.eval().to(self.device)
 
     @torch.no_grad()
@@ -140,7 +141,3 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def fid_from_stats(a: ActivationStats, b: ActivationStats) -> float:
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
 
-
-def fid_from_activations(a: np.ndarray, b: np.ndarray) -> float:
-    """FID between two activation sets (N1, D), (N2, D)."""
-    return fid_from_stats(ActivationStats(a.shape[1]).update(a), ActivationStats(b.shape[1]).update(b))

@@ -37,9 +37,9 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).square().flatten(1).mean(1)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per frame, (B,); +inf for identical frames (as skimage)."""
-    return 10.0 * torch.log10(data_range ** 2 / mse(x, y))
+def psnr(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB from a mean squared error (any shape); +inf where the MSE is 0 (as skimage)."""
+    return 10.0 * torch.log10(data_range ** 2 / mse)
 
 
 def gaussian_kernel1d(sigma: float = 1.5, truncate: float = 3.5, dtype=torch.float64,
@@ -83,6 +83,6 @@ def image_metrics(gen: Frames, gt: Frames, device: str | torch.device | None = N
     if x.shape != y.shape:
         raise ValueError(f"frame shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     e = mse(x, y)
-    return {"psnr": (10.0 * torch.log10(1.0 / e)).cpu().numpy(),
+    return {"psnr": psnr(e).cpu().numpy(),
             "ssim": ssim(x, y).cpu().numpy(),
             "mse": e.cpu().numpy()}

@@ -17,10 +17,7 @@ import numpy as np
 import torch
 
 from g4g.metrics.weights_info import WeightsInfo
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from g4g.utils import resolve_device
 
 
 def load_alexnet_trunk(trunk: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -44,7 +41,7 @@ class LPIPSMetric:
         info = WeightsInfo.from_manifest("alexnet") if pretrained else WeightsInfo.random_init()
         import lpips  # heavy, and only needed here
 
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         with warnings.catch_warnings():  # lpips still calls torchvision's deprecated `pretrained=`
             warnings.simplefilter("ignore", UserWarning)
             net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from g4g.metrics.lse import SyncEmbedder
 from g4g.metrics.weights_info import WeightsInfo
+from g4g.utils import resolve_device
 from g4g.weights import WeightsError
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class OfficialSyncNet(SyncEmbedder):
         net = SyncNetV2()
         if pretrained:
             load_syncnet_v2(net, self.info.files[0][0])
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.net = net.eval().to(self.device)
         self.square = square
 

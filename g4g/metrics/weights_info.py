@@ -40,10 +40,6 @@ class WeightsInfo:
         """Digest of the main (first) file; None for random-init networks."""
         return self.files[0][1] if self.files and self.label != RANDOM_INIT else None
 
-    @property
-    def is_official(self) -> bool:
-        return self.sha256 is not None and not self.label.startswith("surrogate")
-
     def with_file(self, path: str | os.PathLike) -> WeightsInfo:
         """The same info with one more loaded file (e.g. LPIPS' linear calibration layers)."""
         return WeightsInfo(self.label, self.files + ((str(path), file_sha256(path)),))

@@ -61,11 +61,6 @@ class G4GConfig:
         """(H, W) of the face crop: 104x80, 208x160 or 416x320."""
         return face_size(self.scale)
 
-    @property
-    def feat_size(self) -> tuple[int, int]:
-        """(h, w) of the stride-4 feature maps."""
-        return self.face_size[0] // 4, self.face_size[1] // 4
-
 
 MODEL_SIZES: dict[str, dict] = {
     "demo": dict(width=0.25, scale=64),      # CPU-friendly, face 104 x 80

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from g4g.utils import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -33,9 +35,7 @@ def init(device: str | None = None) -> Dist:
     """Initialise the process group when launched by torchrun; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -55,15 +55,6 @@ def any_rank(flag: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
-def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
-    if d.world == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], device=d.device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: float(v) / d.world for k, v in zip(keys, t.tolist())}
-
-
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
@@ -78,10 +69,6 @@ def wrap(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
     # per-rank buffers (the InfoNCE negative queue) are not overwritten by rank 0's at every forward
     # (DDP still copies rank 0's buffers to every rank once, when it wraps the module)
     return DDP(module, device_ids=[d.device.index] if d.cuda else None, forward_sync_buffers=False)
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return getattr(module, "module", module)
 
 
 def shutdown(d: Dist) -> None:

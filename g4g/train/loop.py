@@ -56,6 +56,19 @@ class StageSchedule:
         return self.scale[i] * f
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What one training run is about: the settings its end-of-run report and final model need."""
+    variant: str
+    cfg: object                 # G4GConfig of the variant at the last stage's scale
+    train: TrainParams
+    clips_parquet: str
+    out: str
+    seed: int
+    tags: dict
+    d: dist.Dist
+
+
 def perceptual_term(allow_missing: bool):
     """(VGGPerceptual or None, status). Missing VGG-19 weights stop the run (WeightsError naming the file)
     unless params.yaml `train.allow_no_perceptual` is true: then L_p is left out and the run says so."""
@@ -109,6 +122,7 @@ def training_loop(
                 "variant": variant, "g4g_config": dataclasses.asdict(cfg), "provenance": tags}
     run = TrainingRun(run_dir, f"g4g-{variant}", resolved, fp, d, COLUMNS, tags, flatten(resolved), tracking,
                       train.keep_checkpoints, train.log_every)
+    job = Job(variant, cfg, train, clips_parquet, out, seed, tags, d)
 
     n = build_nets(cfg, train.lr, train.betas, weights, d.device, clip_stages, expert,
                    perceptual.to(d.device) if perceptual is not None else None, amp=d.cuda and train.amp)
@@ -177,7 +191,7 @@ def training_loop(
                     return {"step": step}
                 t_last = time.time()
             begin = end
-    metrics = _finish(run, n.G, cfg, variant, train, clips_parquet, out, tags, seed, d, step, b, o)
+    metrics = _finish(job, run, n.G, step, b, o)
     dist.barrier(d)
     dist.shutdown(d)
     return metrics
@@ -190,10 +204,13 @@ def _save_samples(run, b: dict, o: dict, step: int) -> Path:
     return path
 
 
-def _finish(run, G, cfg, variant, train: TrainParams, clips_parquet, out, tags, seed, d, step, b, o) -> dict:
-    """Rank 0: held-out quality check, final model, metrics.json, curve and sample PNGs, artefacts."""
+def _finish(job: Job, run: TrainingRun, G, step: int, b: dict | None, o: dict | None) -> dict:
+    """Rank 0: held-out quality check, final model, metrics.json, curve and sample PNGs, artefacts.
 
-    metrics: dict = {"step": step, "perceptual": tags["perceptual"], "variant": variant}
+    b, o: the last training batch and its outputs (None when a rerun found the training complete).
+    """
+    train, d = job.train, job.d
+    metrics: dict = {"step": step, "perceptual": job.tags["perceptual"], "variant": job.variant}
     if not d.main:
         return metrics
     cols = read_losses(run.dir / "losses.csv")
@@ -201,25 +218,28 @@ def _finish(run, G, cfg, variant, train: TrainParams, clips_parquet, out, tags, 
         vals = [v for v in cols.get(k, [])[-max(1, train.log_every):] if v == v]
         if vals:
             metrics[f"final_{k}"] = float(np.mean(vals))
-    held = held_out_clips(clips_parquet, train.eval_clips)
+    held = held_out_clips(job.clips_parquet, train.eval_clips)
     if held:
-        metrics.update(masked_psnr(G, held, cfg, train.eval_frames, seed, d.device, amp=d.cuda and train.amp))
-    final = {"generator": G.state_dict(), "config": dataclasses.asdict(cfg), "variant": variant, "meta": tags,
-             "metrics": metrics}
-    ck.save_checkpoint(out, final)
+        metrics.update(masked_psnr(G, held, job.cfg, train.eval_frames, job.seed, d.device,
+                                   amp=d.cuda and train.amp))
+    final = {"generator": G.state_dict(), "config": dataclasses.asdict(job.cfg), "variant": job.variant,
+             "meta": job.tags, "metrics": metrics}
+    ck.save_checkpoint(job.out, final)
     write_json(run.dir / "metrics.json", metrics)
-    curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", f"G4G {variant} ({tags['perceptual']})")
+    curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png",
+                            f"G4G {job.variant} ({job.tags['perceptual']})")
     if b is None:  # a rerun after the last step: draw the grid from one fresh batch
-        b = next(iter(make_loader(G4GSamples(held or read_clips(clips_parquet), cfg, 1, seed, stream=99,
-                                             crop_scale=None), 4, 0, 1)))
+        samples = G4GSamples(held or read_clips(job.clips_parquet), job.cfg, 1, job.seed, stream=99, crop_scale=None)
+        b = next(iter(make_loader(samples, 4, 0, 1)))
         b = G.prepare(device_batch(b, d.device))
         with torch.no_grad():
             o = G.eval()(b)
     grid = save_png(run.dir / "samples.png", sample_grid(b, o))
     run.metrics(metrics, step)
     for path, sub in ((run.dir / "metrics.json", None), (run.dir / "losses.csv", None), (curve, None),
-                      (grid, None), (out, "model")):
+                      (grid, None), (job.out, "model")):
         run.artifact(path, sub)
-    log.info("G4G %s: %s", variant, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    log.info("G4G %s: %s", job.variant,
+             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
     run.close()
     return metrics

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from g4g.metrics.image import psnr
 from g4g.models.composite import composite, mouth_box
 from g4g.train.data import Clip, G4GSamples, SyncSamples, device_batch, read_clips, shifted_frames
 
@@ -34,10 +35,6 @@ def held_out_clips(clips_parquet: str, n: int = 0, min_frames: int = 16) -> list
             continue
         return clips[:n] if n else clips
     return []
-
-
-def _psnr(mse: torch.Tensor) -> torch.Tensor:
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -113,7 +110,7 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
                      "reference_composite": box(paste(ref)), "mean_face_composite": box(paste(mean))}
             for k, p in preds.items():
                 err = (p - gt).flatten(1)
-                per[f"psnr_{k}"].append(_psnr(err.square().mean(1)))
+                per[f"psnr_{k}"].append(psnr(err.square().mean(1).clamp_min(1e-10)))  # finite: a mean is logged
                 per[f"l1_{k}"].append(err.abs().mean(1))
         for k in scores:
             scores[k].append(float(torch.cat(per[k]).mean()))

@@ -8,32 +8,14 @@ on real targets against the detached I_out (Eq. 21-22).
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from g4g.losses import discriminator_losses, generator_losses
-from g4g.models.contrastive import info_nce
 from g4g.models.discriminators import FrameDiscriminator, TemporalDiscriminator
 from g4g.models.g4g import G4G
-
-log = logging.getLogger(__name__)
-
-
-def masking_is_safe() -> bool:
-    """Probe g4g.models.contrastive.info_nce: does masking same-clip pairs keep tau's gradient finite?
-
-    Workaround: when this was written it masked logits with -inf *before* dividing by the learnable tau,
-    so backward gave 0 * inf = NaN for tau whenever a mask entry was set (two frames of one clip in a
-    batch). Until that is fixed, no groups are passed: same-clip frames then count as in-batch negatives.
-    """
-
-    q = torch.nn.functional.normalize(torch.arange(8.0).view(2, 4) + 1, dim=1)
-    tau = torch.tensor(0.07, requires_grad=True)
-    info_nce(q, q.flip(0), None, tau, batch_mask=torch.ones(2, 2, dtype=torch.bool)).backward()
-    return bool(torch.isfinite(tau.grad).all())
 
 
 @dataclass
@@ -47,7 +29,6 @@ class Nets:
     weights: object                       # g4g.losses.LossWeights
     perceptual: nn.Module | None = None   # VGG-19 L_p, None when off
     expert: nn.Module | None = None       # frozen sync expert (clip stages)
-    safe_groups: bool = True              # pass clip ids to InfoNCE (see masking_is_safe)
     amp: bool = False                     # bf16 autocast (CUDA)
     G_ddp: nn.Module | None = None
     D_f_ddp: nn.Module | None = None
@@ -74,10 +55,7 @@ def build_nets(cfg, lr: float, betas: tuple, weights, device, temporal: bool, ex
     d_params = list(D_f.parameters()) + (list(D_t.parameters()) if D_t is not None else [])
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=betas)
     opt_d = torch.optim.Adam(d_params, lr=lr, betas=betas)
-    safe = masking_is_safe()
-    if not safe:
-        log.warning("info_nce masking gives NaN gradients for tau: same-clip frames stay in-batch negatives")
-    return Nets(G, D_f, D_t, opt_g, opt_d, weights, perceptual, expert, safe, amp)
+    return Nets(G, D_f, D_t, opt_g, opt_d, weights, perceptual, expert, amp=amp)
 
 
 def train_step(n: Nets, b: dict, clip_len: int, gan: bool) -> tuple[dict, dict, dict]:
@@ -94,7 +72,7 @@ def train_step(n: Nets, b: dict, clip_len: int, gan: bool) -> tuple[dict, dict, 
         g = generator_losses(o, b["I_t"], w, perceptual=n.perceptual, frame_d=n.D_f if gan else None,
                              temporal_d=n.D_t if clip and gan else None, contrast=n.G.contrast,
                              sync_expert=n.expert if clip else None, mel=b["A"],
-                             groups=b["clip"] if n.safe_groups else None, clip_len=clip_len,
+                             groups=b["clip"], clip_len=clip_len,
                              multiscale=n.G.cfg.multiscale_supervision)
     n.opt_g.zero_grad(set_to_none=True)
     g["total"].backward()
