@@ -35,3 +35,4 @@ rule all:
         expand(rules.contact_sheet.output.png, dataset=DATASET),
         expand(rules.train.output.model, dataset=DATASET, variant=VARIANTS),
         rules.tables.output.table1,
+        expand(rules.fingerprints.output.csv, dataset=DATASET),

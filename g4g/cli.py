@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (EVALUATE, "score one method's test videos against the ground truth"),
     "tables": (EVALUATE, "table1/table2 (CSV + Markdown), DVC metrics, charts"),
     "show-table": (EVALUATE, "print results/table1.csv or table2.csv as aligned text"),
+    "fingerprints": (EVALUATE, "short digests of the data, weights, videos and tables, to compare reproductions"),
 }
 # what a user gets wrong (a missing file, a bad setting, a clip that cannot be used): one line, status 2
 USER_ERRORS = (weights.WeightsError, ClipError, FileNotFoundError, KeyError, ValueError)

@@ -265,6 +265,11 @@ class TrackingParams:
 # ---------------------------------------------------------------------------------------------------------
 
 PASTE_REGIONS = ("lower_face", "crop")
+# x264's output bytes depend on its thread count: the same 100 frames encoded with 1, 2, 3, 4 and 8
+# threads gave five different files (each repeat identical), and ffmpeg's default is 1.5 x the machine's
+# cores. A fixed count makes a video's hash independent of the machine; 3 is that default on the 2-core
+# machines the committed dvc.lock is made on, so fixing it changed no video there.
+ENCODE_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,8 @@ class InferParams:
     amp: bool = opt(True, "bf16 autocast on CUDA")
     crf: int = opt(18, "x264 quality of the rendered videos", minimum=0, maximum=51)
     preset: str = opt("veryfast", "x264 speed/size trade-off")
+    encode_threads: int = opt(ENCODE_THREADS, "x264 threads: fixed, because the bytes of a video depend on the "
+                                              "count (more is faster on big machines, and re-renders)", minimum=1)
     allow_silent: bool = opt(False, "render silent driving audio anyway (closed mouth) instead of refusing it")
     threads: int = opt(1, "CPU threads per job (torch, OpenCV): small jobs side by side beat one "
                           "oversubscribed", minimum=1)

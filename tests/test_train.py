@@ -172,8 +172,7 @@ def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
     ck.save_checkpoint(ck.checkpoint_path(tmp_path, 1), {"step": 1, "w": torch.ones(3)})
 
     def dies_half_way(obj, f, *a, **kw):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt  # as if killed while writing
 
     monkeypatch.setattr(torch, "save", dies_half_way)
@@ -187,6 +186,45 @@ def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
     ck.save_checkpoint(ck.checkpoint_path(tmp_path, 4), {"step": 4})
     ck.prune(tmp_path, keep=2)
     assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [3, 4]
+
+
+def test_checkpoint_bytes_follow_the_state_alone(tmp_path):
+    """The same state saved under two names (through two random temporary files) is the same bytes; a
+    plain torch.save would name the archive after each file. The weights digest ignores the bytes."""
+    import zipfile
+
+    from g4g.models.loading import weights_digest
+    from g4g.train import checkpoint as ck
+    from g4g.utils import sha256_file
+
+    state = {"generator": {"w": torch.arange(6.0).view(2, 3), "b": torch.ones(2)}, "meta": {"variant": "full"}}
+    a, b = ck.save_checkpoint(tmp_path / "a.pt", state), ck.save_checkpoint(tmp_path / "sub" / "b.pt", state)
+    assert sha256_file(a) == sha256_file(b)
+    assert {n.split("/")[0] for n in zipfile.ZipFile(a).namelist()} == {"archive"}
+    torch.save(state, tmp_path / "plain.pt")  # torch's own naming: the root folder is "plain"
+    assert sha256_file(tmp_path / "plain.pt") != sha256_file(a)
+    assert weights_digest(tmp_path / "plain.pt") == weights_digest(a)
+    state["generator"]["b"] = torch.ones(2) + 1e-6
+    assert weights_digest(ck.save_checkpoint(tmp_path / "c.pt", state)) != weights_digest(a)
+    with pytest.raises(ValueError, match="neither a G4G model nor a sync expert"):
+        weights_digest(ck.save_checkpoint(tmp_path / "d.pt", {"step": 1}))
+
+
+def test_fingerprints_of_a_folder_follow_names_and_contents(tmp_path):
+    from g4g.evaluate.fingerprints import fingerprint, folder_sha256
+
+    (tmp_path / "d" / "x").mkdir(parents=True)
+    (tmp_path / "d" / "x" / "1.bin").write_bytes(b"one")
+    (tmp_path / "d" / "2.bin").write_bytes(b"two")
+    first = folder_sha256(tmp_path / "d")
+    (tmp_path / "d" / ".tmp-2.bin-abc").write_bytes(b"litter of a killed write")  # hidden: not content
+    assert folder_sha256(tmp_path / "d") == first
+    (tmp_path / "d" / "2.bin").rename(tmp_path / "d" / "3.bin")
+    assert folder_sha256(tmp_path / "d") != first
+    row = fingerprint(tmp_path / "d", "data")
+    assert row["kind"] == "data" and len(row["sha256"]) == 64 and row["weights"] == ""
+    with pytest.raises(FileNotFoundError, match="not built yet"):
+        fingerprint(tmp_path / "missing.pt", "weights")
 
 
 def test_tracking_without_mlflow(monkeypatch, tmp_path):
@@ -253,9 +291,8 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(synth, tmp_path):
 def _rows(path):
     import csv
 
-    skip = {"data_s", "step_s", "samples_s"}
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items() if v != "" and k not in skip} for r in csv.DictReader(f)]
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 
 def test_resume_equals_straight_run(synth, expert_file, tmp_path):
@@ -273,6 +310,9 @@ def test_resume_equals_straight_run(synth, expert_file, tmp_path):
                         tags={"snakemake_rule": "train"}, **kw)
     rows_a, rows_b = _rows(tmp_path / "a" / "losses.csv"), _rows(tmp_path / "b" / "losses.csv")
     assert [r["step"] for r in rows_b] == list(range(1, 7)) and rows_a[-1]["L_sync"] > 0
+    # wall-clock figures live in timings.csv (resumed like the losses), never in the DVC-tracked losses.csv
+    assert [r["step"] for r in _rows(tmp_path / "b" / "timings.csv")] == list(range(1, 7))
+    assert not {"data_s", "step_s", "samples_s"} & rows_b[0].keys()
     for ra, rb in zip(rows_a, rows_b):
         assert ra.keys() == rb.keys()
         assert torch.allclose(torch.tensor(list(ra.values())), torch.tensor(list(rb.values())), rtol=1e-5), (ra, rb)

@@ -3,6 +3,7 @@
     g4g evaluate --dataset D --method M ...   score one method's videos on the test clips (rule `evaluate`)
     g4g tables ...                            table1/table2 CSV + Markdown, DVC metrics and plots, charts
     g4g show-table results/table1.csv         the table as aligned text
+    g4g fingerprints [--dataset D]            digests of the data, weights, videos and tables (rule `fingerprints`)
 
 Settings: the project's params.yaml (sections evaluate, mel, tracking), the sections given as JSON with
 --params (what the rules pass; not `tracking`: as for training, where runs are logged re-runs nothing),
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
 from g4g.evaluate.score import evaluate_method
 from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
@@ -39,6 +41,14 @@ def cmd_show_table(a) -> None:
     print("\n\n".join(format_table(t, a.source) for t in a.tables))
 
 
+def cmd_fingerprints(a) -> None:
+    p = from_args(a)
+    rows = fingerprints(artefacts(p.dataset, a.variants or p.variants))
+    if a.out:
+        write_csv(rows, a.out)
+    print(format_rows(rows))
+
+
 def register(add) -> None:
     """Define the evaluation subcommands; `add(name)` makes a subcommand's parser (g4g.cli)."""
     p = threads_option(add("evaluate"))
@@ -55,6 +65,12 @@ def register(add) -> None:
     p.add_argument("--strip", help="PNG strip ground truth | generated | difference")
     add_options(p, "evaluate", "mel", "tracking")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = add("fingerprints")
+    p.add_argument("--dataset", help="dataset (default: params.yaml `dataset`)")
+    p.add_argument("--variants", nargs="+", help="G4G variants (default: params.yaml `variants`)")
+    p.add_argument("--out", help="also write the full digests to this CSV")
+    p.set_defaults(fn=cmd_fingerprints)
 
     p = add("show-table")
     p.add_argument("tables", nargs="+", help="table CSVs")

@@ -50,8 +50,7 @@ def cmd_infer(a) -> None:
 def cmd_reference_videos(a) -> None:
     p = from_args(a)
     set_threads(a.threads)
-    reference_videos(a.clips, a.resampled, a.kind, a.out, a.index, a.rejects, feather=p.infer.feather,
-                     seed=p.seed, crf=p.infer.crf, preset=p.infer.preset)
+    reference_videos(a.clips, a.resampled, a.kind, a.out, a.index, a.rejects, p.infer, seed=p.seed)
 
 
 def threads_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

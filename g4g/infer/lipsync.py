@@ -210,7 +210,7 @@ class Lipsync:
 
                 bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
             with VideoWriter(out, self.mel_p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
-                             crf=self.p.crf, preset=self.p.preset) as vw:
+                             crf=self.p.crf, preset=self.p.preset, threads=self.p.encode_threads) as vw:
                 spans = [(c0, min(n_out, c0 + self.p.chunk_frames)) for c0 in range(0, n_out, self.p.chunk_frames)]
                 self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1), refs, vw, bar)
                 t = time.perf_counter()

@@ -23,6 +23,7 @@ from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.testset import TestClip, run_clips, stored_track, test_clips
 from g4g.io.audio import write_wav
 from g4g.io.video import VideoWriter
+from g4g.params import InferParams
 from g4g.utils import stable_seed
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def stand_in_face(clip: TestClip, kind: str, seed: int = 0) -> tuple[np.ndarray,
     raise ValueError(f"unknown reference kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def render_reference(clip: TestClip, path: Path, kind: str, feather: float = 16.0, seed: int = 0,
-                     chunk: int = 32, sigma_frac: float = 0.04, crf: int = 18, preset: str = "veryfast") -> int:
+def render_reference(clip: TestClip, path: Path, kind: str, p: InferParams = InferParams(), seed: int = 0,
+                     sigma_frac: float = 0.04) -> int:
     """Write the baseline video of one clip (its own audio muxed); returns the number of frames."""
     import tempfile
 
@@ -55,29 +56,30 @@ def render_reference(clip: TestClip, path: Path, kind: str, feather: float = 16.
     track = stored_track(clip)
     face, _ = stand_in_face(clip, kind, seed)
     T = len(track)
+    chunk = p.chunk_frames
     with ChunkReader(clip.source, track.index_map, cache_frames=chunk) as reader, \
             tempfile.TemporaryDirectory(prefix="g4g-ref-") as tmp:
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, clip.audio)
         first = reader.get([0])[0]
-        with VideoWriter(path, 25, (first.shape[1], first.shape[0]), audio=wav, crf=crf, preset=preset) as writer:
+        with VideoWriter(path, 25, (first.shape[1], first.shape[0]), audio=wav, crf=p.crf, preset=p.preset,
+                         threads=p.encode_threads) as writer:
             for c0 in range(0, T, chunk):
                 idx = np.arange(c0, min(T, c0 + chunk))
                 frames = reader.get(idx)
                 G = lower_face_alpha(track.crop_landmarks[idx], sigma_frac)  # (n, 416, 320, 1)
                 for f, g, j in zip(frames, G, idx):
-                    writer.write(paste_face(f, face, track.affine[j], feather, mask=g))
+                    writer.write(paste_face(f, face, track.affine[j], p.feather, mask=g))
     return T
 
 
 def reference_videos(clips_parquet: str, resampled: list[str], kind: str, out_dir: str, index_out: str,
-                     rejects_out: str, feather: float = 16.0, seed: int = 0, crf: int = 18,
-                     preset: str = "veryfast") -> list[dict]:
+                     rejects_out: str, p: InferParams = InferParams(), seed: int = 0) -> list[dict]:
     """Rule `reference_videos`: the `kind` baseline for every test clip."""
     if kind not in KINDS:
         raise ValueError(f"unknown reference kind {kind!r}; known: {', '.join(KINDS)}")
     rows = run_clips(test_clips(clips_parquet, resampled),
-                     lambda clip, path: render_reference(clip, path, kind, feather, seed, crf=crf, preset=preset),
+                     lambda clip, path: render_reference(clip, path, kind, p, seed),
                      out_dir, index_out, rejects_out, f"reference_{kind}")
     log.info("%s: %d/%d clips rendered", kind, sum(r["status"] == "ok" for r in rows), len(rows))
     return rows

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from g4g.params import ENCODE_THREADS
 from g4g.rejects import ClipError
 from g4g.utils import atomic_path
 
@@ -251,12 +252,13 @@ def decode_all(path, index_map=None, fmt="rgb24", size=None) -> np.ndarray:
 class VideoWriter:
     """Encode RGB frames to H.264 mp4 through an ffmpeg pipe, optionally muxing an audio file.
 
-    Written to a temporary name and renamed on a clean close (use as a context manager).
+    Written to a temporary name and renamed on a clean close (use as a context manager). The same frames
+    and audio give the same bytes with the same ffmpeg build and thread count (g4g.params.ENCODE_THREADS).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
                  audio: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
-                 codec: str = "libx264", extra_args: Iterable[str] = ()):
+                 codec: str = "libx264", threads: int = ENCODE_THREADS, extra_args: Iterable[str] = ()):
         self.path = Path(path)
         self.size = size
         self._ctx = atomic_path(self.path)
@@ -267,7 +269,8 @@ class VideoWriter:
         if audio is not None:
             cmd += ["-i", str(audio)]
         pix = ["-pix_fmt", "yuv420p"] if w % 2 == 0 and h % 2 == 0 else ["-pix_fmt", "yuv444p"]
-        cmd += ["-c:v", codec, "-preset", preset, "-crf", str(crf), *pix, *extra_args]
+        cmd += ["-c:v", codec, "-preset", preset, "-crf", str(crf), "-threads", str(threads), *pix,
+                *extra_args]
         if audio is not None:
             cmd += ["-c:a", "aac", "-b:a", "128k", "-map", "0:v:0", "-map", "1:a:0", "-shortest"]
         cmd += ["-movflags", "+faststart", str(self._tmp)]

@@ -43,14 +43,29 @@ def load_sync_expert(path: str | Path, device="cpu"):
 def expert_digest(state: dict) -> str:
     """16 hex digits identifying a loaded syncnet.pt (`load_sync_expert(...)[1]`) by what the expert
     computes (its parameters, buffers and SyncParams), not by the file's bytes: the file also carries
-    provenance (git commit, run tags), so a re-published, identical expert must not look like a new one
-    to the runs that depend on it."""
+    run tags (the dataset, the rule) and the torch version's serialisation, so an identical expert
+    published by another run or torch release must not look like a new one to the runs that depend on it."""
 
 
     params = {k: v for k, v in state["params"].items() if k not in RUNTIME_KEYS}  # as fingerprint(): no log_every...
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for name, t in sorted(state["expert"].items()):
+    return hash_tensors(h, state["expert"]).hexdigest()[:16]
+
+
+def hash_tensors(h, tensors: dict[str, torch.Tensor]):
+    """Feed name, dtype, shape and raw bytes of every tensor of a state dict, by name, into hashlib `h`."""
+    for name, t in sorted(tensors.items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return h
+
+
+def weights_digest(path: str | Path) -> str:
+    """sha256 of the network weights in a model.pt or syncnet.pt (hash_tensors), not of the file's bytes:
+    equal where another torch release serialises the same weights differently."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = next((state[k] for k in ("generator", "expert") if k in state), None)
+    if net is None:
+        raise ValueError(f"{path}: neither a G4G model nor a sync expert (no 'generator' or 'expert' weights)")
+    return hash_tensors(hashlib.sha256(), net).hexdigest()

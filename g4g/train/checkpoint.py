@@ -30,10 +30,16 @@ CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """torch.save `state` to `path` atomically."""
+    """torch.save `state` to `path` atomically, as the same bytes for the same state.
+
+    torch.save names the zip archive's root folder after the file it is given; given the temporary
+    file's random name, identical weights came out as different bytes (and every hash downstream
+    changed). Through an open file object the root is always `archive`. The zip entries carry no
+    timestamps, so the bytes depend on the state alone.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return path
 
 

@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 
 PERCEPTUAL_OFF = "off (no VGG weights)"
 COLUMNS = ["step", "stage", "scale", "total", "L_v", "L_p", "L_gan", "L_gan_frame", "L_gan_temporal", "L_r",
-           "L_con", "L_nce", "L_sync", "D_total", "D_frame", "D_temporal", "tau", "lr", "data_s", "step_s",
-           "samples_s"]
+           "L_con", "L_nce", "L_sync", "D_total", "D_frame", "D_temporal", "tau", "lr"]
 
 
 class StageSchedule:
@@ -86,7 +85,7 @@ def perceptual_term(allow_missing: bool):
 
 def training_loop(
     clips_parquet:  str,                   # results/{dataset}/clips.parquet: train split trains, test split checks
-    run_dir:        str,                   # run folder: config.yaml, losses.csv, checkpoints/, samples/, metrics.json
+    run_dir:        str,                   # run folder: config.yaml, losses.csv, timings.csv, checkpoints/, ...
     out:            str,                   # final generator, results/models/{dataset}/{variant}/model.pt
     variant:        str = "full",          # full | wo_alignment | wo_supervision | wo_fusion (Table 2)
     model:          ModelParams = ModelParams(),  # params.yaml `model` (size registry name, width)
@@ -115,12 +114,15 @@ def training_loop(
     # the run's identity: the expert's weights, not its file (which carries the commit it was published at)
     fp = fingerprint(variant, model, train, seed, dh, expert_digest(expert_state) if clip_stages else None,
                      perc_status)
-    tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
+    # what the model file records: the same for the same run wherever and whenever it ran; the commit
+    # (which varies) goes only to config.yaml and MLflow, so model.pt keeps its bytes across commits
+    tags = {"data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
             "syncnet_sha256": sync_sha or "none", "model": "g4g", **(tags or {})}
+    provenance = {**git_info(), **tags}
     cfg = variant_config(model, variant, train.stages[-1].scale)
     resolved = {**(config or {}), "model": dataclasses.asdict(model), "train": dataclasses.asdict(train),
-                "variant": variant, "g4g_config": dataclasses.asdict(cfg), "provenance": tags}
-    run = TrainingRun(run_dir, f"g4g-{variant}", resolved, fp, d, COLUMNS, tags, flatten(resolved), tracking,
+                "variant": variant, "g4g_config": dataclasses.asdict(cfg), "provenance": provenance}
+    run = TrainingRun(run_dir, f"g4g-{variant}", resolved, fp, d, COLUMNS, provenance, flatten(resolved), tracking,
                       train.keep_checkpoints, train.log_every)
     job = Job(variant, cfg, train, clips_parquet, out, seed, tags, d)
 
@@ -178,11 +180,10 @@ def training_loop(
                 dt = time.time() - t_last
                 row = {"stage": si, "scale": stage.scale, **{k: float(v.detach()) for k, v in g.items()},
                        **{("D_total" if k == "total" else k): float(v.detach()) for k, v in dl.items()},
-                       "lr": n.opt_g.param_groups[0]["lr"], "data_s": t_data, "step_s": dt,
-                       "samples_s": len(b["I_t"]) * d.world / dt}
+                       "lr": n.opt_g.param_groups[0]["lr"]}
                 if n.G.contrast is not None:
                     row["tau"] = float(n.G.contrast.tau.detach())
-                run.log(step, row)
+                run.log(step, row, {"data_s": t_data, "step_s": dt, "samples_s": len(b["I_t"]) * d.world / dt})
                 if d.main and train.sample_every and step % train.sample_every == 0:
                     _save_samples(run, b, o, step)
                 stop = dist.any_rank(pre.requested or step == stop_at, d)
@@ -236,8 +237,8 @@ def _finish(job: Job, run: TrainingRun, G, step: int, b: dict | None, o: dict | 
             o = G.eval()(b)
     grid = save_png(run.dir / "samples.png", sample_grid(b, o))
     run.metrics(metrics, step)
-    for path, sub in ((run.dir / "metrics.json", None), (run.dir / "losses.csv", None), (curve, None),
-                      (grid, None), (job.out, "model")):
+    for path, sub in ((run.dir / "metrics.json", None), (run.dir / "losses.csv", None),
+                      (run.dir / "timings.csv", None), (curve, None), (grid, None), (job.out, "model")):
         run.artifact(path, sub)
     log.info("G4G %s: %s", job.variant,
              {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})

@@ -70,7 +70,7 @@ def training_curves(losses_csv: str | Path, path: str | Path, title: str = "",
 
     cols = read_losses(losses_csv)
     step = np.asarray(cols.pop("step", []))
-    skip = {"stage", "scale", "lr", "data_s", "step_s", "samples_s", "tau"}
+    skip = {"stage", "scale", "lr", "tau"}
     keys = keys or tuple(k for k, v in cols.items() if k not in skip and np.isfinite(v).any())
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)

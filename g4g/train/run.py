@@ -2,12 +2,15 @@
 
 A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
     config.yaml                the resolved config + provenance (written at start, before any step)
-    losses.csv                 one row per step (the live log, flushed every `log_every` steps)
-    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and losses.csv, the log as of the newest
-                               checkpoint; resuming needs the same fingerprint
-A resumed run restores its log from the checkpoint folder's copy (then drops the rows after the resumed
+    losses.csv                 one row per step: the losses and the learning rate, nothing that depends on
+                               the machine's speed, so the file (a DVC plot) is the same bytes whenever the
+                               losses are (flushed every `log_every` steps)
+    timings.csv                one row per step: data wait, step time, samples/s (also in MLflow)
+    checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and both logs as of the newest checkpoint;
+                               resuming needs the same fingerprint
+A resumed run restores its logs from the checkpoint folder's copies (then drops the rows after the resumed
 step), because Snakemake deletes a job's declared outputs, losses.csv among them, before it re-runs the
-job, and the run folder's log may belong to another fingerprint. One copy per checkpoint, not per log line.
+job, and the run folder's logs may belong to another fingerprint. One copy per checkpoint, not per line.
 The fingerprint hashes everything that defines the run (config without runtime knobs, data hash), so a
 rerun of the same command resumes and a changed config starts afresh in its own folder.
 """
@@ -31,6 +34,8 @@ from g4g.utils import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
+TIMING_COLUMNS = ["step", "data_s", "step_s", "samples_s"]
+
 
 class TrainingRun:
     def __init__(self, run_dir: str | Path, name: str, config: dict, fingerprint: str, dist: Dist,
@@ -42,6 +47,7 @@ class TrainingRun:
         self.tracking = tracking or {}
         self.tracker: Tracker | None = None
         self.losses: LossLog | None = None
+        self.timings: LossLog | None = None
         self.run_id: str | None = None
         self._t0 = time.time()
 
@@ -64,9 +70,12 @@ class TrainingRun:
         self.dir.mkdir(parents=True, exist_ok=True)
 
         write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        if step is not None and (self.ckpt_dir / "losses.csv").exists():
-            self._copy_log(self.ckpt_dir / "losses.csv", self.dir / "losses.csv")
-        self.losses = LossLog(self.dir / "losses.csv", self.columns, resume_step=step if step is not None else -1)
+        logs = {}
+        for name, columns in (("losses.csv", self.columns), ("timings.csv", TIMING_COLUMNS)):
+            if step is not None and (self.ckpt_dir / name).exists():
+                self._copy_log(self.ckpt_dir / name, self.dir / name)
+            logs[name] = LossLog(self.dir / name, columns, resume_step=step if step is not None else -1)
+        self.losses, self.timings = logs["losses.csv"], logs["timings.csv"]
         self.tracker = Tracker(self.tracking.get("mlflow", True), self.tracking.get("uri"),
                                self.tracking.get("experiment", "G4G"))
         self.run_id = self.tracker.start(self.name, self.params, self.tags, run_id=(state or {}).get("mlflow_run_id"))
@@ -75,24 +84,30 @@ class TrainingRun:
 
     # -- per step ---------------------------------------------------------------------------------------
 
-    def log(self, step: int, row: dict) -> None:
+    def log(self, step: int, row: dict, timing: dict) -> None:
+        """One step's losses (`row`, to losses.csv) and wall-clock figures (`timing`, to timings.csv)."""
         if not self.dist.main:
             return
         self.losses.write({"step": step, **row})
-        self.tracker.log_metrics(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
+        self.timings.write({"step": step, **timing})
+        self.tracker.log_metrics(step, {k: v for k, v in {**row, **timing}.items() if isinstance(v, (int, float))})
         if step % self.log_every == 0:
-            self.losses.flush()
-            self.tracker.flush()
-            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+            self._flush()
+            msg = " ".join(f"{k}={v:.4g}" for k, v in {**row, **timing}.items() if isinstance(v, float))
             log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
+
+    def _flush(self) -> None:
+        self.losses.flush()
+        self.timings.flush()
+        self.tracker.flush()
 
     def save(self, step: int, state: dict) -> None:
         """Checkpoint at `step` (rank 0): atomically, then prune; also flushes the logs."""
         if not self.dist.main:
             return
-        self.losses.flush()
-        self._copy_log(self.losses.path, self.ckpt_dir / "losses.csv")
-        self.tracker.flush()
+        self._flush()
+        for lg in (self.losses, self.timings):
+            self._copy_log(lg.path, self.ckpt_dir / lg.path.name)
         state = {**state, "step": step, "fingerprint": self.fp, "mlflow_run_id": self.run_id,
                  "rng": ck.rng_state(), "meta": self.tags}
         path = ck.save_checkpoint(ck.checkpoint_path(self.ckpt_dir, step), state)
@@ -137,8 +152,9 @@ class TrainingRun:
 
     def close(self, status: str = "FINISHED") -> None:
         if self.dist.main:
-            if self.losses is not None:
-                self.losses.close()
+            for lg in (self.losses, self.timings):
+                if lg is not None:
+                    lg.close()
             if self.tracker is not None:
                 self.tracker.end(status)
 

@@ -98,10 +98,11 @@ def train_sync(
     clips = read_clips(clips_parquet, "train", min_frames=5)
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
     fp = fingerprint(p, seed, dh, "sync")
-    tags = {**git_info(), "data_hash": dh, "fingerprint": fp, "model": "sync_expert", **(tags or {})}
+    tags = {"data_hash": dh, "fingerprint": fp, "model": "sync_expert", **(tags or {})}  # as in training_loop
+    provenance = {**git_info(), **tags}
     cfg = {**(config or {}), "sync": dataclasses.asdict(p)}  # the effective values, defaults filled in
-    run = TrainingRun(run_dir, "sync_expert", {**cfg, "provenance": tags}, fp, d,
-                      ["step", "loss", "acc", "cos_in", "cos_off", "lr", "data_s", "step_s"], tags,
+    run = TrainingRun(run_dir, "sync_expert", {**cfg, "provenance": provenance}, fp, d,
+                      ["step", "loss", "acc", "cos_in", "cos_off", "lr"], provenance,
                       flatten(cfg), tracking, p.keep_checkpoints, p.log_every)
 
     expert = build_expert(p).to(d.device)
@@ -138,8 +139,9 @@ def train_sync(
             row = {"loss": loss.item(), "acc": float(((cos > 0.5).float() == label).float().mean()),
                    "cos_in": float(cos[label == 1].mean()) if (label == 1).any() else float("nan"),
                    "cos_off": float(cos[label == 0].mean()) if (label == 0).any() else float("nan"),
-                   "lr": p.lr, "data_s": t_data, "step_s": time.time() - t_last}
-            run.log(step, row)
+                   "lr": p.lr}
+            dt = time.time() - t_last
+            run.log(step, row, {"data_s": t_data, "step_s": dt, "samples_s": len(label) * d.world / dt})
             stop = dist.any_rank(pre.requested or step == stop_at, d)
             if run.end_step(step, p.checkpoint_every, p.steps, stop, pre, ckpt):
                 return {"step": step}
@@ -169,6 +171,7 @@ def train_sync(
         run.metrics(metrics, step)
         run.artifact(run.dir / "metrics.json")
         run.artifact(run.dir / "losses.csv")
+        run.artifact(run.dir / "timings.csv")
         run.artifact(out, "model")
         log.info("sync expert: %s", metrics)
     run.close()

@@ -32,3 +32,26 @@ rule tables:
         "g4g tables --summaries {input.summaries} --datasets {params.datasets}"
         " --table1-methods {params.table1} --table2-methods {params.table2}"
         " --table1 {output.table1} --table2 {output.table2} --log {log}"
+
+
+# Digests of what `dvc repro` publishes, so two groups can compare reproductions without exchanging
+# files (g4g.evaluate.fingerprints; `g4g fingerprints` prints the same).
+rule fingerprints:
+    input:
+        tables=[rules.tables.output.table1, rules.tables.output.table2],
+        summary="results/metrics/{dataset}/summary.json",
+        prepared=rules.prepare.output.summary,
+        syncnet=rules.train_sync.output.model,
+        models=expand(rules.train.output.model, variant=VARIANTS, allow_missing=True),
+    output:
+        csv=report("results/{dataset}/fingerprints.csv", caption="../report/fingerprints.rst",
+                   category="Reproduction", labels={"dataset": "{dataset}", "figure": "fingerprints"}),
+    params:
+        variants=VARIANTS,
+    conda:
+        ENV
+    log:
+        "logs/{dataset}/fingerprints.log",
+    shell:
+        "g4g fingerprints --dataset {wildcards.dataset} --variants {params.variants} --out {output.csv}"
+        " --log {log}"
