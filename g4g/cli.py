@@ -122,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a.fn(a)
     except USER_ERRORS as e:
-        log.error("%s", e)
+        log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)  # KeyError's str() quotes
+        _traceback_to_log()
         return 2
     return 0
+
+
+def _traceback_to_log() -> None:
+    """The traceback of a user error goes to the --log file (if any), not to the terminal: the one-line
+    message is what the user acts on, the traceback is for a bug report."""
+    import traceback
+
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.stream.write(traceback.format_exc())
+            h.flush()

@@ -334,6 +334,9 @@ class SplitParams:
 @dataclass(frozen=True)
 class DatasetParams:
     root: str = opt("", "folder of raw videos (or where the demo set is generated)", minLength=1)
+    manifest: str | None = opt(None, "CSV with columns video,audio (paths relative to root; audio may be "
+                                     "empty): the clips, for layouts where a sound file does not sit beside "
+                                     "its video under the same name")
     generate: str | None = opt(None, "demo: the set is generated here (`g4g demo-data`)", enum=["demo", None])
     n_clips: int = opt(12, "demo: clips generated", minimum=2)
     size: int = opt(256, "demo: frame size of the generated clips (px)", minimum=64)

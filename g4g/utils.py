@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# hidden files an unfinished write of <name> leaves beside it: atomic_path's, and the frame shards' spools
+TEMP_PREFIXES = (".tmp-", ".spool-")
+
+log = logging.getLogger(__name__)
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
@@ -27,21 +32,54 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
+def umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it, for a moment, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc (not Linux): the classic read-by-setting
+    os.umask(mask)
+    return mask
+
+
+def clear_leftovers(path: Path) -> None:
+    """Delete the hidden temporary files that an interrupted earlier write of `path` left beside it.
+
+    They are this output's own (their names start with a TEMP_PREFIXES entry and `path`'s name): one
+    job writes one output at a time, so whatever is there belongs to a write that was killed.
+    """
+    stale = [Path(p) for prefix in TEMP_PREFIXES
+             for p in glob.glob(os.path.join(glob.escape(str(path.parent)), f"{prefix}{glob.escape(path.name)}-*"))]
+    size = 0
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            size += p.stat().st_size
+            p.unlink()
+    if stale:
+        log.info("removed %d leftover file(s) of an interrupted write of %s (%.1f MB)", len(stale), path, size / 1e6)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     A killed job leaves at most a hidden `.tmp-*` file, never a truncated `path` that a rerun would
-    trust. The temporary name keeps the real suffix so tools that sniff extensions (ffmpeg) work.
+    trust, and the next write of `path` removes that file first. The temporary name keeps the real
+    suffix so tools that sniff extensions (ffmpeg) work. The published file gets the permissions a plain
+    open() would give (0666 less the umask), not the 0600 of a temporary file: on a shared cluster
+    account the group can read the results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(path)
     sfx = path.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=sfx, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -275,3 +275,39 @@ def test_a_failing_clip_becomes_a_rejects_row(tmp_path):
     assert rej == [{"clip_id": "a", "stage": "infer", "reason": "no face detected in any of the 5 frames",
                     "path": "a.mp4"}]
     assert (tmp_path / "v" / "b.mp4").exists() and not (tmp_path / "v" / "a.mp4").exists()
+
+
+def test_user_errors_name_the_file_in_one_line(tmp_path, tiny_checkpoint):
+    """`g4g lipsync` with a bad file: exit status 2, one line on stderr naming the file and what was
+    expected, no traceback there; the traceback goes to the --log file."""
+    import subprocess
+    import sys
+
+    import torch
+
+    video = make_video(tmp_path / "talk.mp4", n=10, size=(64, 48))
+    zero = tmp_path / "zero.mp4"
+    zero.write_bytes(b"")
+    garbage = tmp_path / "speech.wav"
+    garbage.write_bytes(b"RIFF....WAVEfmt " + bytes(range(256)) * 4)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    training = tmp_path / "ckpt-00000010.pt"
+    torch.save({"G": {}, "D_frame": {}, "opt_g": {}, "step": 10}, training)
+    expert = tmp_path / "syncnet.pt"
+    torch.save({"expert": {}, "params": {}, "meta": {}}, expert)
+    cases = [(zero, video, tiny_checkpoint, zero, "zero-length"),
+             (video, garbage, tiny_checkpoint, garbage, "audio"),
+             (video, video, text, text, "not a PyTorch model file"),
+             (video, video, training, training, "training checkpoint"),
+             (video, video, expert, expert, "sync expert")]
+    for v, a, ckpt, named, what in cases:
+        log = tmp_path / "run.log"
+        r = subprocess.run([sys.executable, "-m", "g4g", "lipsync", "--video", str(v), "--audio", str(a),
+                            "--checkpoint", str(ckpt), "--out", str(tmp_path / "o.mp4"), "--log", str(log)],
+                           capture_output=True, text=True, timeout=120)
+        errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln]
+        assert r.returncode == 2, (what, r.stderr[-1500:])
+        assert len(errors) == 1 and str(named) in errors[0] and what in errors[0], (what, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr and "Traceback" in log.read_text(), what
+    assert not (tmp_path / "o.mp4").exists()

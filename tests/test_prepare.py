@@ -179,3 +179,29 @@ def test_single_pass_equals_separate_passes(raw, tmp_path, caplog):
     assert pq.read_table(tmp_path / "rej_f.parquet").num_rows == 0
     gap = FrameReader(tmp_path / "one.parquet").clip_columns("gap", ["detected", "interpolated"])
     assert not gap["detected"][53:113].any() and gap["detected"][:43].all() and gap["detected"][123:].all()
+
+
+def test_faces_killed_midway_then_rerun_leaves_no_litter(prepared, tmp_path):
+    """kill -9 during the faces stage leaves hidden temporary files; the same command run again finishes,
+    removes them and writes what an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, _ = prepared
+    cmd = [sys.executable, "-m", "g4g", "faces", "--resampled", str(out / "res.parquet"),
+           "--out", str(tmp_path / "frames.parquet"), "--rejects", str(tmp_path / "rej.parquet"),
+           "--landmarks.detect_every", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".spool-*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    litter = sorted(p.name for p in tmp_path.glob(".*"))
+    assert any(n.startswith(".spool-") for n in litter) and any(n.startswith(".tmp-") for n in litter), litter
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.parquet", "rej.parquet"]
+    _same_tables(pq.read_table(tmp_path / "frames.parquet"), pq.read_table(out / "frames.parquet"))

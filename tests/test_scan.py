@@ -5,6 +5,7 @@ from conftest import make_video
 
 from g4g.data.scan import assign_shards, clip_id_for, dataset_clips, scan, split_clips
 from g4g.params import DatasetParams, SplitParams, build
+from g4g.rejects import ClipError
 
 IDS = [f"v{i:03d}" for i in range(200)]
 
@@ -63,3 +64,58 @@ def test_scan_records_bad_files(tmp_path):
 def test_missing_dataset_folder_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="put the raw videos there"):
         dataset_clips(DatasetParams(root=str(tmp_path / "nope")))
+
+
+def _silent_video_and_sound(root, name: str, video_s: float, audio_s: float, ext: str = ".wav"):
+    """A picture-only clip and its sound in a separate file of another length."""
+    import numpy as np
+
+    from g4g.io.audio import write_wav
+
+    make_video(root / f"{name}.mp4", n=int(round(video_s * 25)), audio=None)
+    t = np.arange(int(audio_s * 16000)) / 16000
+    write_wav(root / f"{name}{ext}", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+
+
+def test_sound_beside_the_picture_or_in_a_manifest(tmp_path):
+    """`clip.mp4` + `clip.wav` is one clip with that sound; other layouts list (video, audio) in a CSV.
+    Separate sound of another length: the longer of the two is cut to the shorter, and the clip says so."""
+    from g4g.data.resample import resample_clip
+    from g4g.params import AudioParams, VideoParams
+
+    root = tmp_path / "raw"
+    (root / "audio").mkdir(parents=True)
+    _silent_video_and_sound(root, "long_sound", 1.0, 1.6)           # sound 0.6 s longer: trimmed
+    _silent_video_and_sound(root, "short_sound", 1.6, 1.0, ".flac")  # sound shorter: the video is cut
+    make_video(root / "own.mp4", n=20)                               # sound inside the container
+    make_video(root / "mute.mp4", n=20, audio=None)                  # no sound anywhere
+    ds = build(DatasetParams, {"root": str(root), "split": {"n_test": 1}})
+    clips = dataset_clips(ds)
+    assert list(clips) == ["long_sound", "mute", "own", "short_sound"]  # the sound files are not clips
+    assert clips["long_sound"].audio.endswith("long_sound.wav") and clips["own"].audio is None
+    table, _ = scan(ds, seed=0)
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
+    assert rows["short_sound"]["audio_path"].endswith("short_sound.flac") and rows["own"]["audio_path"] == ""
+    assert rows["short_sound"]["has_audio"] and not rows["mute"]["has_audio"]
+
+    v, a = VideoParams(), AudioParams()
+    long_ = resample_clip(rows["long_sound"], v, a)
+    assert long_["n_frames"] == 25 and long_["audio_seconds"] == pytest.approx(1.0, abs=1e-3)
+    assert "trimmed" in long_["note"] and "0.60 s" in long_["note"]
+    short = resample_clip(rows["short_sound"], v, a)
+    assert short["n_frames"] == 25 and short["audio_seconds"] == pytest.approx(1.0, abs=1e-3)
+    assert "cut" in short["note"]
+    assert resample_clip(rows["own"], v, a)["note"] == ""
+    with pytest.raises(ClipError, match="no audio stream.*mute.wav"):
+        resample_clip(rows["mute"], v, a)
+
+    # the same clips through a manifest, sound files kept elsewhere
+    (root / "long_sound.wav").rename(root / "audio" / "speaker1.wav")
+    (root / "list.csv").write_text("video,audio\nlong_sound.mp4,audio/speaker1.wav\nown.mp4,\n")
+    ds = build(DatasetParams, {"root": str(root), "manifest": str(root / "list.csv"), "split": {"n_test": 1}})
+    clips = dataset_clips(ds)
+    assert list(clips) == ["long_sound", "own"]
+    assert clips["long_sound"].audio == str(root / "audio" / "speaker1.wav") and clips["own"].audio is None
+    (root / "bad.csv").write_text("video,audio\nnot_there.mp4,\n")
+    with pytest.raises(FileNotFoundError, match="bad.csv.*not_there.mp4"):
+        dataset_clips(build(DatasetParams, {"root": str(root), "manifest": str(root / "bad.csv")}))

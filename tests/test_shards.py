@@ -1,5 +1,8 @@
 """Parquet shards: round trip, random access by (clip, frame), atomic writes."""
 
+import os
+import stat
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -82,3 +85,37 @@ def test_atomic_path(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_permissions_of_a_plain_write(tmp_path, umask):
+    """Temporary files are created 0600; what atomic_path publishes follows the umask as open() would,
+    so group members on a shared cluster account can read the results."""
+    from g4g.utils import write_json
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        write_json(tmp_path / "atomic.json", {"x": 1})
+        with FrameShardWriter(tmp_path / "s.frames.parquet") as w:
+            assert w.clips == 0
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    for name in ("atomic.json", "s.frames.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_a_rerun_clears_its_own_leftovers_only(tmp_path):
+    """A killed writer leaves `.tmp-<name>-*` / `.spool-<name>-*`; the next write of <name> removes them,
+    and leaves another output's temporary files alone (that job may be running)."""
+    target = tmp_path / "s0000.frames.parquet"
+    mine = [tmp_path / f".tmp-{target.name}-ab12cd.parquet", tmp_path / f".spool-{target.name}-x9.parquet"]
+    other = [tmp_path / ".tmp-s0001.frames.parquet-zz.parquet", tmp_path / ".spool-s0001.frames.parquet-q.parquet"]
+    for p in mine + other:
+        p.write_bytes(b"left by kill -9")
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [p.name for p in other])

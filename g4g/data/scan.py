@@ -4,6 +4,10 @@ The clip list and the shards are known before any job runs (Snakemake needs them
 they come from the folder listing (or, for the generated demo set, from its parameters), never from
 probing, and the split is drawn from the full sorted list with a seeded RNG, so a clip that later
 fails a stage never changes which other clips are test clips.
+
+A clip's sound is the video's own audio stream unless a sound file sits beside it under the same name
+(`talk.mp4` + `talk.wav`, any of AUDIO_EXTENSIONS), or the dataset's `manifest` CSV pairs them
+(columns video, audio). A separate sound file of another length is fitted by the resample stage.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -25,12 +30,20 @@ from g4g.utils import sha256_file
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
+
+
+class Source(NamedTuple):
+    """The raw files of one clip: the video, and its sound when that is a separate file."""
+    video: str
+    audio: str | None = None
 
 MANIFEST_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("path", pa.string()), ("split", pa.string()), ("shard", pa.string()),
     ("ok", pa.bool_()), ("reason", pa.string()), ("duration", pa.float64()), ("fps", pa.float64()),
     ("n_frames", pa.int32()), ("width", pa.int32()), ("height", pa.int32()), ("rotation", pa.int16()),
     ("variable_rate", pa.bool_()), ("codec", pa.string()), ("has_audio", pa.bool_()),
+    ("audio_path", pa.string()),  # a separate sound file; "" when the sound is the video's own stream
     ("size_bytes", pa.int64()), ("checksum", pa.string()),
 ])
 
@@ -41,22 +54,48 @@ def clip_id_for(rel: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.replace(os.sep, "__"))
 
 
-def dataset_clips(ds: DatasetParams) -> dict[str, str]:
-    """clip_id -> video path, sorted by id. The demo set's names come from its parameters."""
+def dataset_clips(ds: DatasetParams) -> dict[str, Source]:
+    """clip_id -> Source, sorted by id. The demo set's names come from its parameters."""
     root = Path(ds.root)
     if ds.generate == "demo":
-        return {f"demo_{i:03d}": str(root / f"demo_{i:03d}.mp4") for i in range(ds.n_clips)}
+        return {f"demo_{i:03d}": Source(str(root / f"demo_{i:03d}.mp4")) for i in range(ds.n_clips)}
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: put the raw videos there "
                                 f"(or point params.yaml datasets.<name>.root at them)")
-    clips = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
-            cid = clip_id_for(str(p.relative_to(root)))
-            if cid in clips:
-                raise ValueError(f"two videos map to clip id {cid!r}: {clips[cid]} and {p}")
-            clips[cid] = str(p)
+    pairs = _manifest_pairs(root, Path(ds.manifest)) if ds.manifest else _folder_pairs(root)
+    clips: dict[str, Source] = {}
+    for video, audio in pairs:
+        cid = clip_id_for(str(video.relative_to(root)) if video.is_relative_to(root) else video.name)
+        if cid in clips:
+            raise ValueError(f"two videos map to clip id {cid!r}: {clips[cid].video} and {video}")
+        clips[cid] = Source(str(video), str(audio) if audio else None)
     return dict(sorted(clips.items()))
+
+
+def _folder_pairs(root: Path) -> list[tuple[Path, Path | None]]:
+    """Every video under root, with the sound file beside it that has its name, if there is one."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    sounds = {(p.parent, p.stem): p for p in reversed(files) if p.suffix.lower() in AUDIO_EXTENSIONS}
+    return [(p, sounds.get((p.parent, p.stem))) for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+
+
+def _manifest_pairs(root: Path, manifest: Path) -> list[tuple[Path, Path | None]]:
+    """The (video, audio) rows of a CSV, paths relative to root; every file listed must exist."""
+    import csv
+
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "video" not in rows[0]:
+        raise ValueError(f"{manifest}: expected a header line `video,audio`, got {list(rows[0])}")
+    pairs = []
+    for i, row in enumerate(rows, start=2):
+        video = root / row["video"].strip()
+        audio = root / row["audio"].strip() if (row.get("audio") or "").strip() else None
+        for p in (video, audio):
+            if p is not None and not p.is_file():
+                raise FileNotFoundError(f"{manifest}, line {i}: {p} does not exist")
+        pairs.append((video, audio))
+    return pairs
 
 
 def assign_shards(clip_ids: list[str], shard_size: int) -> dict[str, list[str]]:
@@ -119,14 +158,14 @@ def scan(ds: DatasetParams, seed: int) -> tuple[pa.Table, Rejects]:
     shard_of = {c: s for s, ids in assign_shards(list(clips), ds.shard_size).items() for c in ids}
     rejects = Rejects("scan")
     rows = []
-    for cid, path in clips.items():
+    for cid, (path, audio) in clips.items():
         row = {"clip_id": cid, "path": path, "split": splits[cid], "shard": shard_of[cid], "ok": True,
-               "reason": ""}
+               "reason": "", "audio_path": audio or ""}
         try:
             info = probe(path)
             row.update(duration=info.duration, fps=info.fps, n_frames=info.n_frames, width=info.width,
                        height=info.height, rotation=info.rotation, variable_rate=info.variable_rate,
-                       codec=info.codec, has_audio=info.has_audio)
+                       codec=info.codec, has_audio=info.has_audio or audio is not None)
             row["size_bytes"] = os.path.getsize(path)
             row["checksum"] = sha256_file(path) if ds.checksum == "full" else quick_checksum(path)
         except ClipError as e:

@@ -20,18 +20,19 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream of any file to mono float32 in [-1, 1] at `sr` Hz."""
     p = Path(path)
     if not p.exists() or p.stat().st_size == 0:
-        raise ClipError(f"audio source missing or empty: {p}")
+        raise ClipError(f"{p}: audio source missing or empty")
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(p), "-map", "0:a:0", "-vn", "-ac", "1",
            "-ar", str(sr), "-f", "s16le", "-acodec", "pcm_s16le", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     err = proc.stderr.decode(errors="replace").strip()
     if proc.returncode != 0:
         if "matches no streams" in err or "Stream map" in err:
-            raise ClipError("no audio stream")
-        raise ClipError(f"audio decode failed: {err.splitlines()[-1] if err else proc.returncode}")
+            raise ClipError(f"{p}: no audio stream")
+        raise ClipError(f"{p}: audio decode failed, expected a sound file or a video with sound "
+                        f"({err.splitlines()[-1] if err else proc.returncode})")
     pcm = np.frombuffer(proc.stdout, dtype="<i2")
     if pcm.size == 0:
-        raise ClipError("audio stream decodes to no samples")
+        raise ClipError(f"{p}: audio stream decodes to no samples")
     return (pcm.astype(np.float32) / 32768.0)
 
 

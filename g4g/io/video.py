@@ -56,20 +56,20 @@ class VideoInfo:
 def _open(path: str | os.PathLike):
     p = Path(path)
     if not p.exists():
-        raise ClipError(f"file not found: {p}")
+        raise ClipError(f"{p}: file not found")
     if p.stat().st_size == 0:
-        raise ClipError("zero-length file")
+        raise ClipError(f"{p}: zero-length file, expected a video")
     try:
         return av.open(str(p))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise ClipError(f"cannot open container ({type(e).__name__}: {e})") from e
+        raise ClipError(f"{p}: cannot open container ({type(e).__name__}: {e})") from e
 
 
 def frame_times(path: str | os.PathLike) -> np.ndarray:
     """Presentation times (s) of every video frame, sorted, from the packets alone (no decode)."""
     with _open(path) as c:
         if not c.streams.video:
-            raise ClipError("no video stream")
+            raise ClipError(f"{path}: no video stream")
         s = c.streams.video[0]
         tb = float(s.time_base)
         pts = []
@@ -80,7 +80,7 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         except av.error.FFmpegError as e:  # truncated file: keep what was readable
             log.warning("%s: demux stopped early (%s)", path, e)
     if not pts:
-        raise ClipError("video stream has no frames")
+        raise ClipError(f"{path}: video stream has no frames")
     t = np.sort(np.asarray(pts, dtype=np.float64) * tb)
     return t - t[0]
 
@@ -94,7 +94,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             first = next(c.decode(s))
             rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
         except (StopIteration, av.error.FFmpegError) as e:
-            raise ClipError(f"first video frame does not decode ({e})") from e
+            raise ClipError(f"{path}: first video frame does not decode ({e})") from e
         w, h = first.width, first.height
         if rotation in (90, 270):
             w, h = h, w

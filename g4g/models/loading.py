@@ -16,11 +16,37 @@ from g4g.models.g4g import G4G, G4GConfig
 from g4g.models.sync_expert import SyncExpert
 from g4g.params import RUNTIME_KEYS, SyncParams
 
+GENERATOR, EXPERT = "a G4G model (results/models/<dataset>/<variant>/model.pt)", \
+    "a sync expert (results/models/<dataset>/syncnet.pt)"
+
+
+def read_model_file(path: str | Path, keys: tuple[str, str], expected: str) -> dict:
+    """The dict in a model file that holds `keys`; otherwise a ValueError that names the file, what it is
+    (another kind of file, a training checkpoint, the other network) and what was expected."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file, expected {expected}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling raises anything at all on a file of another kind
+        raise ValueError(f"{p}: not a PyTorch model file ({type(e).__name__}); expected {expected}") from e
+    if isinstance(state, dict) and all(k in state for k in keys):
+        return state
+    if isinstance(state, dict) and "step" in state and ("G" in state or "opt" in state):
+        what = f"a training checkpoint (step {state['step']}), not the finished model"
+    elif isinstance(state, dict) and "expert" in state:
+        what = "the sync expert"
+    elif isinstance(state, dict) and "generator" in state:
+        what = "a G4G model"
+    else:
+        what = "not a G4G model or sync expert"
+    raise ValueError(f"{p}: {what}; expected {expected}")
+
 
 def load_generator(path: str | Path, device="cpu"):
     """(G4G in eval mode, the checkpoint dict) from a model.pt written by training_loop."""
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_model_file(path, ("generator", "config"), GENERATOR)
     g = G4G(G4GConfig(**state["config"]))
     g.load_state_dict(state["generator"])
     return g.to(device).eval(), state
@@ -33,7 +59,7 @@ def build_expert(p: SyncParams):
 
 def load_sync_expert(path: str | Path, device="cpu"):
     """(expert in eval mode with frozen weights, its metadata) from a syncnet.pt written by train_sync."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_model_file(path, ("expert", "params"), EXPERT)
     p = SyncParams(**state["params"])
     expert = build_expert(p)
     expert.load_state_dict(state["expert"])

@@ -23,7 +23,8 @@ def settings(dataset, *names, with_dataset=False):
 
 
 def dataset_videos(name):
-    return list(dataset_clips(PARAMS[name].ds).values())
+    """Every raw file of a dataset (videos and separate sound files): the scan rule's inputs."""
+    return [f for src in dataset_clips(PARAMS[name].ds).values() for f in src if f]
 
 
 def shards(name):
