@@ -290,6 +290,9 @@ class InferParams:
     preset: str = opt("veryfast", "x264 speed/size trade-off")
     encode_threads: int = opt(ENCODE_THREADS, "x264 threads: fixed, because the bytes of a video depend on the "
                                               "count (more is faster on big machines, and re-renders)", minimum=1)
+    fps: float | None = opt(None, "output frame rate of `g4g lipsync`: null = the source video's own; 25 = the "
+                                  "model's rate (the test-set renders are always 25 fps, the paper's protocol)",
+                            exclusiveMinimum=0)
     allow_silent: bool = opt(False, "render silent driving audio anyway (closed mouth) instead of refusing it")
     threads: int = opt(1, "CPU threads per job (torch, OpenCV): small jobs side by side beat one "
                           "oversubscribed", minimum=1)
@@ -329,6 +332,8 @@ class SplitParams:
     n_test: int | None = opt(None, "test videos", minimum=0)
     test_fraction: float | None = opt(None, "lrs2: fraction of videos in the test part", minimum=0, maximum=1)
     test_list: str | None = opt(None, "list: file of test clip ids, one per line")
+    replace_rejected: bool = opt(False, "a test clip rejected during preparation is replaced by a ready "
+                                        "training clip (seeded), so the test split keeps the protocol's size")
 
 
 @dataclass(frozen=True)

@@ -311,3 +311,35 @@ def test_user_errors_name_the_file_in_one_line(tmp_path, tiny_checkpoint):
         assert len(errors) == 1 and str(named) in errors[0] and what in errors[0], (what, r.stderr[-1500:])
         assert "Traceback" not in r.stderr and "Traceback" in log.read_text(), what
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_audio_windows_at_another_rate_are_centred_on_each_frames_time():
+    """At 30 fps a frame's window is the 0.2 s the model knows, centred on that frame's own time: frames
+    at the instants a 25 fps frame also has get exactly that frame's window; 25 fps is unchanged."""
+    from g4g.data.mels import window_start
+
+    j = np.arange(0, 60, 5)  # 25 fps frames at 0, 0.2, 0.4 ... s
+    k = j * 30 // 25  # the 30 fps frames at the same instants
+    np.testing.assert_array_equal(window_start(k, rate=30), window_start(j))
+    np.testing.assert_array_equal(window_start(np.arange(50), rate=25), window_start(np.arange(50)))
+    centres = window_start(np.arange(300), rate=30) / 80 + 0.1  # s
+    # as at 25 fps (frames t-2..t+2 = [t - 0.08, t + 0.12) s), the centre is 0.02 s after the frame's time
+    np.testing.assert_allclose(centres, np.arange(300) / 30 + 0.02, atol=0.5 / 80 + 1e-9)  # half a mel hop
+
+
+def test_lipsync_keeps_the_source_frame_rate(tiny_checkpoint, tmp_path):
+    """A 30 fps video comes back at 30 fps, as long as its driving audio; --fps 25 restores the old rate."""
+    from g4g.data.demo import write_talking_clip
+    from g4g.infer.lipsync import lipsync
+    from g4g.io.video import probe
+    from g4g.params import InferParams
+
+    src = write_talking_clip(tmp_path / "talk25.mp4", 1.2, seed=3)
+    talk30 = tmp_path / "talk30.mp4"
+    ffmpeg("-i", str(src), "-r", "30", "-c:a", "copy", str(talk30))
+    for fps, want in ((None, 30.0), (25.0, 25.0)):
+        out = tmp_path / f"out{want:g}.mp4"
+        stats = lipsync(talk30, src, tiny_checkpoint, out, InferParams(device="cpu", fps=fps), progress=False)
+        info = probe(out)
+        assert stats["output_fps"] == pytest.approx(want) and info.fps == pytest.approx(want, rel=1e-3)
+        assert info.n_frames == stats["n_frames"] == round(1.2 * want)

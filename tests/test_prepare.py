@@ -205,3 +205,41 @@ def test_faces_killed_midway_then_rerun_leaves_no_litter(prepared, tmp_path):
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.parquet", "rej.parquet"]
     _same_tables(pq.read_table(tmp_path / "frames.parquet"), pq.read_table(out / "frames.parquet"))
+
+
+def test_rejected_test_clips_are_reported_and_can_be_replaced(prepared, tmp_path, caplog):
+    """Two test clips rejected by a stage: prepare warns, clips.parquet records it (the tables' note), and
+    with split.replace_rejected two ready training clips take their places, the same ones every time."""
+    import pyarrow as pa
+
+    from g4g.data.prepare import test_split_note
+    from g4g.params import SplitParams
+
+    out, _ = prepared
+    man = pq.read_table(out / "manifest.parquet").to_pylist()
+    for r in man:  # the protocol's test clips: one good, two that preparation rejects
+        r["split"] = "test" if r["clip_id"] in ("good", "noface", "zero") else "train"
+    schema = pq.read_schema(out / "manifest.parquet")
+    write_table(tmp_path / "manifest.parquet", pa.Table.from_pylist(man, schema=schema))
+    args = ([str(out / "frames.parquet")], [str(out / "mels.parquet")], [str(p) for p in out.glob("rej_*.parquet")])
+
+    def prepare(name: str, replace: bool) -> dict:
+        return run_summary(str(tmp_path / "manifest.parquet"), *args, str(tmp_path / f"{name}.parquet"),
+                           str(tmp_path / f"rej_{name}.parquet"), str(tmp_path / f"{name}.json"),
+                           SplitParams(n_test=3, replace_rejected=replace), seed=0)
+
+    with caplog.at_level("WARNING", logger="g4g.data.prepare"):
+        s = prepare("plain", replace=False)
+    assert s["test_split"] == {"protocol": 3, "ready": 1, "rejected": ["noface", "zero"], "replaced": {}}
+    assert "2 of the protocol's 3 test clips were rejected" in caplog.text and "replace_rejected" in caplog.text
+    assert "1 of the protocol's 3 clips" in test_split_note(str(tmp_path / "plain.parquet"))
+
+    s = prepare("filled", replace=True)
+    t = s["test_split"]
+    assert t["ready"] == 3 and sorted(t["replaced"]) == ["noface", "zero"]
+    clips = {r["clip_id"]: r["split"] for r in pq.read_table(tmp_path / "filled.parquet").to_pylist()}
+    assert sorted(c for c, sp in clips.items() if sp == "test") == sorted(["good", *t["replaced"].values()])
+    assert "replaced by training clips" in test_split_note(str(tmp_path / "filled.parquet"))
+    assert prepare("again", replace=True)["test_split"] == t  # seeded: the same replacements
+    # the fixture's own draw of 2 test clips hit two broken files: its tables would say so
+    assert "0 of the protocol's 2 clips" in test_split_note(str(out / "clips.parquet"))

@@ -6,6 +6,11 @@ on the CPU; when CUDA is available, also the paper-size generator (416 x 320 fac
 Landmark tracking is timed on its own (the test-set driver reuses the stored landmarks instead).
 A trained checkpoint can be given; otherwise a randomly initialised one of the same size is timed.
 
+source rate: the same clip at 30 fps through `g4g lipsync` (landmark tracking included), rendered at its
+own 30 fps and at 25 fps. With `--syncnet` (a trained syncnet.pt) and a trained `--checkpoint`, each
+output is checked for sync: re-read at 25 fps, tracked, cropped, and the own SyncNet's offset search
+run on it (offset 0 and equal LSE at both rates: the 30 fps windows are placed right).
+
 evaluate: frames/s of each metric on 416 x 320 face crops (networks randomly initialised where the
 weights are missing: the speed is the same, the numbers are not used).
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from g4g.bench.prep import clip_1080p
+from g4g.data.crops import warp_crop
 from g4g.evaluate.own_syncnet import OwnSyncNet
 from g4g.infer.lipsync import Lipsync, track_video
+from g4g.io.audio import load_audio
+from g4g.io.video import ffmpeg_exe, iter_frames
 from g4g.metrics.fid import FIDInception
 from g4g.metrics.image import image_metrics
 from g4g.metrics.lpips_metric import LPIPSMetric
@@ -62,6 +71,27 @@ def bench_infer(clip: Path, checkpoint: Path, device: str, batch: int, label: st
     for k, v in engine.timings.items():  # each stage's own busy time (overlapped stages add up to more than dt)
         print(f"    {k:<10} {n / v if v else float('inf'):8.1f} frames/s  ({v:.1f} s busy)")
     return {"fps": n / dt, **engine.timings}
+
+
+def bench_source_rate(clip: Path, checkpoint: Path, syncnet: str | None, threads: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        clip30 = Path(tmp) / "talking30.mp4"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-r", "30", "-c:a", "copy", str(clip30)],
+                       check=True)
+        for fps in (None, 25.0):
+            engine = Lipsync.from_checkpoint(checkpoint, InferParams(fps=fps, threads=threads))
+            out = Path(tmp) / f"out_{fps or 'source'}.mp4"
+            t = time.perf_counter()
+            stats = engine.run(clip30, clip30, out, progress=False)
+            dt = time.perf_counter() - t
+            label = f"1080p 30 fps in, {stats['output_fps']:g} fps out, tracking included"
+            line = f"{label:<56} {stats['n_frames'] / dt:7.2f} frames/s ({stats['n_frames']} frames, {dt:.1f} s)"
+            if syncnet:
+                track = track_video(out, LandmarkParams(), fps=25.0)  # as the evaluation reads a video
+                crops = np.stack([warp_crop(f, track.affine[k]) for k, f in iter_frames(out, track.index_map)])
+                res = lse(OwnSyncNet(syncnet, "cpu"), crops, load_audio(out))
+                line += f"  own SyncNet: offset {res.offset:+d}, LSE-D {res.lse_d:.3f}, LSE-C {res.lse_c:.3f}"
+            print(line)
 
 
 def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
@@ -114,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", help="a trained model.pt (default: random init of the demo size)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch / OpenCV threads on the CPU (1 as params.yaml infer.threads)")
+    ap.add_argument("--syncnet", help="a trained syncnet.pt: check the sync of the source-rate outputs")
     ap.add_argument("--skip-metrics", action="store_true")
     a = ap.parse_args(argv)
     import cv2
@@ -138,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                             track, paste_threads=pt)
         else:
             print("CUDA not available: paper-size GPU figures skipped")
+        bench_source_rate(clip, ck, a.syncnet, a.threads)
     if not a.skip_metrics:
         bench_metrics(device="cpu")
         if torch.cuda.is_available():

@@ -71,7 +71,8 @@ def cmd_mels(a) -> None:
 
 
 def cmd_prepare(a) -> None:
-    s = run_summary(a.manifest, a.frames, a.mels, a.rejects_in, a.clips, a.rejects, a.summary)
+    p = from_args(a)
+    s = run_summary(a.manifest, a.frames, a.mels, a.rejects_in, a.clips, a.rejects, a.summary, p.ds.split, p.seed)
     log.info("prepared: %s", json.dumps(s))
 
 
@@ -108,6 +109,8 @@ def register(add) -> None:
     p.add_argument("--clips", required=True)
     p.add_argument("--rejects", required=True)
     p.add_argument("--summary", required=True)
+    p.add_argument("--dataset", help="dataset of params.yaml (default: its `dataset`): its split protocol")
+    add_options(p, "seed")
     p.set_defaults(fn=cmd_prepare)
 
     p = add("contact-sheet")

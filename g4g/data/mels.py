@@ -39,19 +39,25 @@ def melspectrogram(audio: np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def window_start(t: int | np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
+def window_start(t: int | np.ndarray, p: MelParams = MelParams(), rate: float | None = None) -> np.ndarray:
     """First mel index of the audio window for video frame t: round(80 (t - 2) / 25).
 
     The window covers video frames t-2..t+2 (centred on t). Note np.round rounds half to even;
     80/25 = 3.2 so the products are never exactly .5 for integer t and the rule is unambiguous.
+    Frames at another `rate` (a 30 fps render): the window stays what the model was trained on, 16 mel
+    frames (0.2 s) placed as at 25 fps around the frame's own time t / rate, from 0.08 s before it:
+    round(80 (t / rate - 2 / 25)); a 30 fps frame at the instant of a 25 fps frame gets its window.
     """
-    return np.round(p.mel_fps * (np.asarray(t) - 2) / p.fps).astype(np.int64)
+    if rate is None or rate == p.fps:
+        return np.round(p.mel_fps * (np.asarray(t) - 2) / p.fps).astype(np.int64)
+    return np.round(p.mel_fps * (np.asarray(t) / rate - 2 / p.fps)).astype(np.int64)
 
 
-def audio_windows(mel: np.ndarray, frames: np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
+def audio_windows(mel: np.ndarray, frames: np.ndarray, p: MelParams = MelParams(),
+                  rate: float | None = None) -> np.ndarray:
     """A = mel[:, s : s + 16] for each frame t (s = window_start(t)), edges padded by replicating the
-    first / last mel frame: (len(frames), 80, 16)."""
-    s = window_start(np.asarray(frames), p)[:, None] + np.arange(p.window_frames)[None, :]
+    first / last mel frame: (len(frames), 80, 16). `rate`: the frames' rate, if not p.fps (window_start)."""
+    s = window_start(np.asarray(frames), p, rate)[:, None] + np.arange(p.window_frames)[None, :]
     return np.transpose(mel[:, np.clip(s, 0, mel.shape[1] - 1)], (1, 0, 2))
 
 

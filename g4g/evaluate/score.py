@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from g4g.data.crops import warp_crop
+from g4g.data.prepare import test_split_note
 from g4g.data.shards import FrameReader, write_table
 from g4g.evaluate.charts import frame_strip
 from g4g.evaluate.protocol import (
@@ -195,6 +196,8 @@ def evaluate_method(dataset: str, method: str, clips_parquet: str, resampled: li
         for n in c["notes"]:
             by_note[n].append(c["clip_id"])
     notes += [f"{n} ({', '.join(ids) if len(ids) <= 3 else f'{len(ids)} clips'})" for n, ids in by_note.items()]
+    if (split_note := test_split_note(clips_parquet)) is not None:
+        notes.append(split_note)
     if rejects:
         notes.append(f"{len(rejects)} of {len(clips)} clips not scored: " +
                      "; ".join(f"{r['clip_id']}: {r['reason']}" for r in rejects))

@@ -65,6 +65,8 @@ def register(add) -> None:
     p.add_argument("--audio", required=True, help="any file with an audio stream (wav, mp3, m4a, a video ...)")
     p.add_argument("--checkpoint", required=True, help="model.pt written by `g4g train`")
     p.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC, the driving audio)")
+    p.add_argument("--fps", type=float, dest="infer.fps", default=argparse.SUPPRESS,
+                   help="output frame rate (default: the video's own; 25: the model's rate); = --infer.fps")
     add_options(p, "infer", "landmarks", "crop", "mel", "audio")
     p.set_defaults(fn=cmd_lipsync)
 

@@ -1,7 +1,8 @@
 """Lip-sync any video to any audio with a trained G4G generator (docs/design/method.md Sec. 7).
 
-    video --25 fps--> landmarks --smoothed--> crop transforms M (T, 2, 3), source -> crop pixels
-    audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k
+    video --its own rate (or infer.fps)--> landmarks --smoothed--> crop transforms (T, 2, 3)
+    audio --16 kHz--> mel --> one window A_k (1, 80, 16) per output frame k, centred on its time
+    (0.2 s: the 25 fps window the model was trained on, whatever the output rate)
     output frame k shows video frame pingpong(k); 5 references spread evenly over the video
     per chunk: decode -> crop (416 x 320, resized to the model's face size) -> generate in batches
                (composite and blend are inside the generator) -> paste back (feathered, through the
@@ -25,6 +26,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -61,6 +63,13 @@ class Track:
 
     def __len__(self) -> int:
         return len(self.index_map)
+
+
+def output_rate(video: str | os.PathLike, fps: float | None) -> Fraction:
+    """The frame rate to render at: `fps`, or the source's own (its median frame interval), as an exact
+    fraction for the muxer (29.97 -> 30000/1001)."""
+    rate = fps if fps is not None else probe(video).fps
+    return Fraction(rate).limit_denominator(1001)
 
 
 def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = CropParams(), fps: float = 25.0,
@@ -186,9 +195,12 @@ class Lipsync:
 
         t0 = time.perf_counter()
         wav = read_driving_audio(audio, self.p, self.mel_p, self.audio_p.silence_dbfs)
-        if track is None:
-            track = track_video(video, landmarks, crop, self.mel_p.fps, progress=progress)
-        n_out = n_output_frames(len(wav), self.mel_p.sample_rate, self.mel_p.fps)
+        if track is None:  # render at the source's rate (or params.fps); the audio windows follow
+            rate = output_rate(video, self.p.fps)
+            track = track_video(video, landmarks, crop, float(rate), progress=progress)
+        else:  # the stored 25 fps track of a prepared clip: the evaluation protocol's rate
+            rate = Fraction(self.mel_p.fps).limit_denominator(1001)
+        n_out = n_output_frames(len(wav), self.mel_p.sample_rate, float(rate))
         order = pingpong_index(len(track), n_out)  # (n_out,) video frame per output frame
         mel = melspectrogram(wav, self.mel_p)
         with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames) as reader, \
@@ -196,9 +208,9 @@ class Lipsync:
             if mux_audio is None:  # the driving audio cut (or padded) to exactly the output's length
                 mux_audio = Path(tmp) / "audio.wav"
                 if isinstance(audio, (str, os.PathLike)):
-                    exact_audio(audio, n_out / self.mel_p.fps, mux_audio)  # the file's own rate and channels
+                    exact_audio(audio, n_out / float(rate), mux_audio)  # the file's own rate and channels
                 else:
-                    n = int(round(n_out / self.mel_p.fps * self.mel_p.sample_rate))
+                    n = int(round(n_out / float(rate) * self.mel_p.sample_rate))
                     write_wav(mux_audio, np.pad(wav[:n], (0, max(0, n - len(wav)))), self.mel_p.sample_rate)
             r_idx = reference_frames(len(track), self.G.cfg.n_refs)
             r_faces = self.faces(reader.get(r_idx), track.affine[r_idx])  # (5, H, W, 3)
@@ -209,10 +221,11 @@ class Lipsync:
                 from tqdm import tqdm
 
                 bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
-            with VideoWriter(out, self.mel_p.fps, (first.shape[1], first.shape[0]), audio=mux_audio,
+            with VideoWriter(out, rate, (first.shape[1], first.shape[0]), audio=mux_audio,
                              crf=self.p.crf, preset=self.p.preset, threads=self.p.encode_threads) as vw:
                 spans = [(c0, min(n_out, c0 + self.p.chunk_frames)) for c0 in range(0, n_out, self.p.chunk_frames)]
-                self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1), refs, vw, bar)
+                self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1, float(rate)),
+                             refs, vw, bar)
                 t = time.perf_counter()
             self.timings["encode"] += time.perf_counter() - t  # the encoder's flush on close
             if bar is not None:
@@ -220,19 +233,20 @@ class Lipsync:
         seconds = time.perf_counter() - t0
         return {"n_frames": n_out, "video_frames": len(track), "audio_seconds": len(wav) / self.mel_p.sample_rate,
                 "pingpong": bool(n_out > len(track)), "seconds": seconds, "fps": n_out / seconds,
+                "output_fps": float(rate),
                 "decoded": reader.decoded, "references": r_idx.tolist(), **track.stats}
 
     # ------------------------------------------------------------------------------------ chunk stages
-    def _read(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, c0: int, c1: int
-              ) -> dict:
-        """Stage 1, output frames c0..c1: decode, crop, model landmarks, mel windows."""
+    def _read(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, c0: int, c1: int,
+              rate: float) -> dict:
+        """Stage 1, output frames c0..c1 (at `rate` fps): decode, crop, model landmarks, mel windows."""
         t = time.perf_counter()
         idx = order[c0:c1]
         frames = reader.get(idx)
         t1 = time.perf_counter()
         chunk = {"frames": frames, "faces": self.faces(frames, track.affine[idx]),
                  "lmk": self.model_landmarks(track.crop_landmarks[idx]),
-                 "mels": audio_windows(mel, np.arange(c0, c1), self.mel_p),  # (n, 80, 16): window of output frame k
+                 "mels": audio_windows(mel, np.arange(c0, c1), self.mel_p, rate),  # (n, 80, 16): output frame k's
                  "affine": track.affine[idx], "crop_lmk": track.crop_landmarks[idx]}
         self.timings["decode"] += t1 - t
         self.timings["crop"] += time.perf_counter() - t1

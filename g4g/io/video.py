@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -46,8 +47,6 @@ class VideoInfo:
     codec: str
     variable_rate: bool
     has_audio: bool
-    audio_rate: int
-    audio_channels: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,8 +105,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     vfr = bool(len(dt) > 2 and (dt.max() - dt.min()) > 0.25 * step)
     return VideoInfo(path=str(path), width=w, height=h, rotation=rotation, fps=fps, n_frames=len(times),
                      duration=float(times[-1] + step), codec=codec, variable_rate=vfr,
-                     has_audio=a is not None, audio_rate=int(a.rate) if a is not None else 0,
-                     audio_channels=int(a.channels) if a is not None else 0)
+                     has_audio=a is not None)
 
 
 def resample_index(times: np.ndarray, fps_out: float = 25.0, duration: float | None = None) -> np.ndarray:
@@ -256,7 +254,7 @@ class VideoWriter:
     and audio give the same bytes with the same ffmpeg build and thread count (g4g.params.ENCODE_THREADS).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction, size: tuple[int, int],
                  audio: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
                  codec: str = "libx264", threads: int = ENCODE_THREADS, extra_args: Iterable[str] = ()):
         self.path = Path(path)

@@ -31,6 +31,8 @@ rule prepare:
         clips="results/{dataset}/clips.parquet",
         rejects="results/{dataset}/rejects.parquet",
         summary="results/{dataset}/prepared.json",
+    params:
+        ds=lambda w: settings(w.dataset, "seed", with_dataset=True),
     conda:
         ENV
     log:
@@ -38,4 +40,4 @@ rule prepare:
     shell:
         "g4g prepare --manifest {input.manifest} --frames {input.frames} --mels {input.mels}"
         " --rejects-in {input.rejects} --clips {output.clips} --rejects {output.rejects}"
-        " --summary {output.summary} --log {log}"
+        " --summary {output.summary} --params {params.ds} --log {log}"
