@@ -50,6 +50,9 @@ def opt(default: Any, help: str, **schema: Any) -> Any:
 class VideoParams:
     fps: float = opt(25.0, "every input is resampled to this rate first", exclusiveMinimum=0)
     min_frames: int = opt(5, "shorter clips are rejected (one 5-frame window is the minimum)", minimum=1)
+    max_damaged: float = opt(0.1, "fraction of a clip's frames that may fail to decode (corrupt packets, a cut "
+                                  "tail): each shows the next frame that decodes and is flagged `damaged`; "
+                                  "beyond it the clip is rejected", minimum=0, maximum=1)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def prepared(tmp_path_factory):
                       "landmarks": list(lmk), "landmarks_raw": list(lmk), "crop_landmarks": list(lmk),
                       "detected": [True] * T, "interpolated": [False] * T, "n_faces": [1] * T,
                       "affine": list(A.reshape(T, 6).astype(np.float32)), "box_outside": [False] * T,
+                      "damaged": [False] * T,
                       "image": [_jpeg(warp_crop(f, a)) for f, a in zip(frames, A)]})
     write_table(root / "clips.parquet", pa.Table.from_pylist([{
         "clip_id": "c0", "split": "test", "shard": "s0000", "n_frames": T, "frames_path": str(shard),

@@ -243,3 +243,69 @@ def test_rejected_test_clips_are_reported_and_can_be_replaced(prepared, tmp_path
     assert prepare("again", replace=True)["test_split"] == t  # seeded: the same replacements
     # the fixture's own draw of 2 test clips hit two broken files: its tables would say so
     assert "0 of the protocol's 2 clips" in test_split_note(str(out / "clips.parquet"))
+
+
+def damaged_copies(good, root) -> dict[str, str]:
+    """Damaged copies of one good clip, of the kinds real downloads have: name -> what was done."""
+    import av
+
+    data = bytearray(good.read_bytes())
+    with av.open(str(good)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    kinds = {}
+
+    def save(name: str, b: bytes, what: str) -> None:
+        (root / f"{name}.mp4").write_bytes(bytes(b))
+        kinds[name] = what
+
+    rng = np.random.default_rng(0)
+    b = bytearray(data)
+    for pos in rng.integers(len(data) // 3, len(data) - 16, 6):
+        b[pos:pos + 8] = bytes(x ^ 0xFF for x in b[pos:pos + 8])
+    save("payload_flips", b, "bytes flipped in the payload")
+    b = bytearray(data)
+    b[40:80] = bytes(x ^ 0x5A for x in b[40:80])
+    save("header_flips", b, "bytes flipped in the header")
+    b = bytearray(data)
+    for pos, _ in packets[12:14]:  # two frames whose NAL length prefix is impossible: the decoder refuses them
+        b[pos:pos + 4] = b"\xff\xff\xff\xff"
+    save("two_bad_packets", b, "two corrupt packets")
+    half = len(data) // 2
+    save("chunk_cut", data[:half] + data[half + 2000:], "2000 bytes cut out of the middle")
+    save("truncated", data[:int(len(data) * 0.9)], "the last 10 % cut off")
+    return kinds
+
+
+def test_damaged_files_never_crash_a_job_and_every_reason_is_actionable(tmp_path):
+    """Damaged copies of a good clip prepared as a dataset: no job fails, every clip is either ready or
+    rejected with a reason about that file (no leaked internal error); a clip with two corrupt packets
+    is kept, its two lost frames flagged `damaged`."""
+    from g4g.data.demo import write_talking_clip
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    good = write_talking_clip(tmp_path / "good.mp4", 1.2, seed=1)
+    kinds = damaged_copies(good, root)
+    out = tmp_path / "out"
+    out.mkdir()
+    table, rej = scan(build(DatasetParams, {"root": str(root), "split": {"n_test": 1}, "shard_size": 100}), 0)
+    write_table(out / "manifest.parquet", table)
+    rej.write(out / "rej_scan.parquet")
+    run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"),
+                 VideoParams(), AudioParams())
+    run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_faces.parquet"),
+              LandmarkParams(detect_every=3), CropParams(), VideoParams())
+    run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(),
+             AudioParams())
+    run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
+                [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"), str(out / "rejects.parquet"),
+                str(out / "summary.json"))
+    ready = set(pq.read_table(out / "clips.parquet").column("clip_id").to_pylist())
+    reasons = {r["clip_id"]: r["reason"] for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    assert ready | set(reasons) == set(kinds) and not ready & set(reasons)
+    for cid, reason in reasons.items():
+        assert "unexpected" not in reason and "Traceback" not in reason, (kinds[cid], reason)
+        assert f"{cid}.mp4" in reason or "face" in reason, (kinds[cid], reason)  # names the file (or the face)
+    assert {"payload_flips", "two_bad_packets"} <= ready, reasons
+    flags = FrameReader(out / "frames.parquet").clip_columns("two_bad_packets", ["damaged"])["damaged"]
+    assert flags.sum() == 2, flags

@@ -21,6 +21,7 @@ def clip_columns(cid, T, rng):
         "landmarks": list(lm), "landmarks_raw": list(lm), "crop_landmarks": list(lm / 2),
         "detected": np.ones(T, bool), "interpolated": np.zeros(T, bool), "n_faces": np.ones(T, np.int8),
         "affine": list(np.tile(np.float32([2, 0, -5, 0, 2, -7]), (T, 1))), "box_outside": np.zeros(T, bool),
+        "damaged": np.zeros(T, bool),
         "image": [encode_image(i, "png") for i in img]}
 
 

@@ -54,7 +54,7 @@ def cmd_resample(a) -> None:
 
 def cmd_faces(a) -> None:
     p = from_args(a)
-    run_faces(a.resampled, a.out, a.rejects, p.landmarks, p.crop)
+    run_faces(a.resampled, a.out, a.rejects, p.landmarks, p.crop, p.video)
 
 
 def cmd_landmarks(a) -> None:
@@ -62,7 +62,8 @@ def cmd_landmarks(a) -> None:
 
 
 def cmd_crops(a) -> None:
-    run_crops(a.resampled, a.landmarks, a.out, a.rejects, from_args(a).crop)
+    p = from_args(a)
+    run_crops(a.resampled, a.landmarks, a.out, a.rejects, p.crop, p.video)
 
 
 def cmd_mels(a) -> None:
@@ -96,9 +97,9 @@ def register(add) -> None:
     command("demo-data", cmd_demo_data, "out", dataset=True)
     command("scan", cmd_scan, "out", "rejects", dataset=True)
     command("resample", cmd_resample, "manifest", "shard", "out", "rejects", sections=("video", "audio"))
-    command("faces", cmd_faces, "resampled", "out", "rejects", sections=("landmarks", "crop"))
+    command("faces", cmd_faces, "resampled", "out", "rejects", sections=("landmarks", "crop", "video"))
     command("landmarks", cmd_landmarks, "resampled", "out", "rejects", sections=("landmarks",))
-    command("crops", cmd_crops, "resampled", "landmarks", "out", "rejects", sections=("crop",))
+    command("crops", cmd_crops, "resampled", "landmarks", "out", "rejects", sections=("crop", "video"))
     command("mels", cmd_mels, "resampled", "out", "rejects", sections=("mel", "audio"))
 
     p = add("prepare")

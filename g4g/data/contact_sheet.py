@@ -61,7 +61,8 @@ def contact_sheet(frames_path: str, mels_path: str, out: str, clip_id: str | Non
         ax.scatter(cl[:, 0], cl[:, 1], s=1.5, c="lime" if row["detected"] else "red")
         r0, r1, c0, c1 = MOUTH_BOX
         ax.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, ec="cyan", lw=0.8))
-        flags = ("det" if row["detected"] else "interp") + (" out" if row["box_outside"] else "")
+        flags = ("det" if row["detected"] else "interp") + (" out" if row["box_outside"] else "") + \
+            (" damaged" if row.get("damaged") else "")
         ax.set_title(f"crop t={t} {flags}", fontsize=7)
         ax.axis("off")
     ax = fig.add_subplot(gs[nrows - 1, :])

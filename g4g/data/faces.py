@@ -21,8 +21,8 @@ from tqdm import tqdm
 from g4g.data import crops as cropgeo
 from g4g.data.landmarks import LandmarkStream, track_landmarks
 from g4g.data.shards import FrameShardWriter, column_array, encode_image, write_table
-from g4g.io.video import iter_frames
-from g4g.params import CropParams
+from g4g.io.video import Damage, iter_frames
+from g4g.params import CropParams, VideoParams
 from g4g.rejects import Rejects, guard
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class _ClipRows:
         self.write, self.clip_id, self.cp, self.pool = write, clip_id, cp, pool
         self.cols: list[dict] = []
         self.images: list = []  # bytes or futures, in frame order
+        self.damaged: list[bool] = []  # per image: a stand-in for a source frame that did not decode
         self.next_cols = self.next_image = self.flushed = 0
         self.resolved = 0  # leading entries of `images` that are bytes
         self.in_flight = 4 * cp.workers + 4
@@ -116,8 +117,9 @@ class _ClipRows:
         self.affine = np.concatenate([self.affine, A])
         self.next_cols += n
 
-    def image(self, k: int, frame: np.ndarray) -> None:
+    def image(self, k: int, frame: np.ndarray, damaged: bool = False) -> None:
         assert k == self.next_image < self.next_cols, "images must follow their columns, in frame order"
+        self.damaged.append(damaged)
         A = self.affine[k - self.flushed]
         if self.pool is None:
             self.images.append(_cut_and_encode(frame, A, self.cp))
@@ -139,10 +141,11 @@ class _ClipRows:
         cols = {k: np.concatenate([c[k] for c in self.cols]) for k in self.cols[0]}
         head = {k: v[:n] for k, v in cols.items()}
         self.write({"clip_id": [self.clip_id] * n, **{k: (list(v) if v.ndim == 2 else v) for k, v in head.items()},
-                    "image": self.images[:n]})
+                    "damaged": self.damaged[:n], "image": self.images[:n]})
         rest = {k: v[n:] for k, v in cols.items()}
         self.cols = [rest] if len(rest["frame"]) else []
         self.images = self.images[n:]
+        self.damaged = self.damaged[n:]
         self.resolved -= n
         self.affine = self.affine[n:]
         self.flushed += n
@@ -153,7 +156,8 @@ class _ClipRows:
             self._flush(len(self.images))
 
 
-def crop_clip(row: dict, lm: dict, cp: CropParams, writer: FrameShardWriter, pool=None) -> int:
+def crop_clip(row: dict, lm: dict, cp: CropParams, writer: FrameShardWriter, pool=None,
+              video: VideoParams = VideoParams()) -> int:
     """Crops of one clip from landmarks computed before (the two-pass path: `g4g crops`)."""
     pts = lm["landmarks"]  # (T, 68, 2)
     T = len(pts)
@@ -161,13 +165,16 @@ def crop_clip(row: dict, lm: dict, cp: CropParams, writer: FrameShardWriter, poo
     with writer.clip() as write:
         rows = _ClipRows(write, row["clip_id"], cp, pool)
         rows.columns(*frame_columns(pts, 0, 0, T, lm, index_map, cp, row["width"], row["height"]))
-        for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
-            rows.image(k, frame)
+        damage = Damage()
+        for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True, damage=damage,
+                                    max_damaged=video.max_damaged):
+            rows.image(k, frame, k in damage.lost)
         rows.close()
     return T
 
 
-def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None) -> int:
+def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None,
+              video: VideoParams = VideoParams()) -> int:
     """Landmarks and crops of one clip in one decode pass (the `faces` stage).
 
     Decoded frames wait in a buffer until their crop box is final: tracked landmarks must be confirmed
@@ -175,6 +182,8 @@ def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None
     frame k depends on the smoothed points of k +- `box_reach` frames. The output equals the
     two-pass `landmark_clip` + `crop_clip`. When the buffer would exceed `cp.buffer_mb` (a long run of
     frames with no face), it is dropped and the remaining crops are cut in a second decode pass.
+    Frames whose source did not decode show the next one that did and are flagged `damaged`
+    (g4g.io.video.iter_frames); beyond `video.max_damaged` of the clip it is rejected.
     """
     index_map = np.asarray(row["index_map"], dtype=np.int32)
     T, w, h, geo = len(index_map), row["width"], row["height"], cp
@@ -184,6 +193,7 @@ def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None
     buf: dict[int, np.ndarray] = {}
     cap = None
     second_pass_from = None
+    damage = Damage()  # filled by the first pass before each frame comes: complete for what was emitted
 
     def emit(rows: _ClipRows, upto: int) -> None:
         a = rows.next_cols
@@ -194,11 +204,12 @@ def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None
                                     index_map, geo, w, h))
         if second_pass_from is None:  # else the second pass brings the frames
             for k in range(a, upto):
-                rows.image(k, buf.pop(k))
+                rows.image(k, buf.pop(k), k in damage.lost)
 
     with writer.clip() as write:
         rows = _ClipRows(write, row["clip_id"], cp, pool)
-        for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True):
+        for k, frame in iter_frames(row["path"], index_map, fmt="rgb24", raw_yuv420p=True, damage=damage,
+                                    max_damaged=video.max_damaged):
             stream.push(k, frame)  # a repeated source frame comes as the same object: reused
             if second_pass_from is not None:
                 continue
@@ -215,13 +226,15 @@ def face_clip(row: dict, lp, cp: CropParams, writer: FrameShardWriter, pool=None
         stream.finish()  # raises ClipError when too few frames show a face: the clip leaves no rows
         emit(rows, T)
         if second_pass_from is not None:  # iter_frames skips the earlier source frames without converting them
-            for k, frame in iter_frames(row["path"], index_map[second_pass_from:], fmt="rgb24", raw_yuv420p=True):
-                rows.image(second_pass_from + k, frame)
+            for k, frame in iter_frames(row["path"], index_map[second_pass_from:], fmt="rgb24", raw_yuv420p=True,
+                                        max_damaged=1.0):  # the first pass judged the damage
+                rows.image(second_pass_from + k, frame, second_pass_from + k in damage.lost)
         rows.close()
     return T
 
 
-def run_crops(resampled: str, landmarks: str, out: str, rejects_out: str, cp: CropParams) -> None:
+def run_crops(resampled: str, landmarks: str, out: str, rejects_out: str, cp: CropParams,
+              video: VideoParams = VideoParams()) -> None:
     rows = pq.read_table(resampled, columns=["clip_id", "path", "index_map", "width", "height"]).to_pylist()
     lm_table = pq.read_table(landmarks)
     clip_col = lm_table.column("clip_id").to_numpy(zero_copy_only=False)
@@ -233,19 +246,21 @@ def run_crops(resampled: str, landmarks: str, out: str, rejects_out: str, cp: Cr
             if len(sel) == 0:
                 continue  # rejected at the landmarks stage, already recorded there
             lm_by_clip = landmark_arrays(lm_table.take(sel))
-            n += guard(rejects, row["clip_id"], row["path"], crop_clip, row, lm_by_clip, cp, writer, pool) or 0
+            n += guard(rejects, row["clip_id"], row["path"], crop_clip, row, lm_by_clip, cp, writer, pool,
+                       video) or 0
     log.info("crops: %d frames in %.1f s", n, time.time() - t0)
     rejects.write(rejects_out)
 
 
-def run_faces(resampled: str, out: str, rejects_out: str, lp, cp: CropParams) -> None:
+def run_faces(resampled: str, out: str, rejects_out: str, lp, cp: CropParams,
+              video: VideoParams = VideoParams()) -> None:
     """The `faces` stage of one shard: landmarks + crops in one decode pass per clip (see face_clip)."""
     rows = pq.read_table(resampled, columns=["clip_id", "path", "index_map", "width", "height"]).to_pylist()
     rejects = Rejects("faces")
     t0, n = time.time(), 0
     with FrameShardWriter(out, _shard_meta(cp, lp), cp.row_group_frames) as writer, crop_pool(cp) as pool:
         for row in tqdm(rows, desc="faces", unit="clip"):
-            n += guard(rejects, row["clip_id"], row["path"], face_clip, row, lp, cp, writer, pool) or 0
+            n += guard(rejects, row["clip_id"], row["path"], face_clip, row, lp, cp, writer, pool, video) or 0
     dt = time.time() - t0
     log.info("faces: %d frames of %d clips in %.1f s (%.1f frames/s)", n, len(rows), dt, n / max(dt, 1e-9))
     rejects.write(rejects_out)

@@ -40,6 +40,7 @@ FRAME_SCHEMA = pa.schema([
     ("n_faces", pa.int8()),  # faces seen on a detection frame, -1 when no detection ran
     ("affine", pa.list_(pa.float32(), 6)),  # 2x3 source -> crop, row-major
     ("box_outside", pa.bool_()),  # the crop box left the frame (edge-replicated)
+    ("damaged", pa.bool_()),  # the source frame did not decode: the next one that did stands in
     ("image", pa.binary()),  # encoded crop (JPEG or PNG), RGB
 ])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,8 +29,12 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     if proc.returncode != 0:
         if "matches no streams" in err or "Stream map" in err:
             raise ClipError(f"{p}: no audio stream")
-        raise ClipError(f"{p}: audio decode failed, expected a sound file or a video with sound "
-                        f"({err.splitlines()[-1] if err else proc.returncode})")
+        why = re.sub(r"^(\[[^\]]*\]\s*)+", "", err.splitlines()[-1]) if err else f"exit status {proc.returncode}"
+        if proc.stdout:  # it decoded for a while, then met corrupt or missing data
+            raise ClipError(f"{p}: the audio stops decoding after {len(proc.stdout) / 2 / sr:.2f} s "
+                            f"(corrupt or cut data; ffmpeg: {why})")
+        raise ClipError(f"{p}: the audio does not decode, expected a sound file or a video with sound "
+                        f"(ffmpeg: {why})")
     pcm = np.frombuffer(proc.stdout, dtype="<i2")
     if pcm.size == 0:
         raise ClipError(f"{p}: audio stream decodes to no samples")

@@ -11,14 +11,14 @@ import logging
 import os
 import subprocess
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from g4g.params import ENCODE_THREADS
+from g4g.params import ENCODE_THREADS, VideoParams
 from g4g.rejects import ClipError
 from g4g.utils import atomic_path
 
@@ -64,13 +64,13 @@ def _open(path: str | os.PathLike):
         raise ClipError(f"{p}: cannot open container ({type(e).__name__}: {e})") from e
 
 
-def frame_times(path: str | os.PathLike) -> np.ndarray:
-    """Presentation times (s) of every video frame, sorted, from the packets alone (no decode)."""
+def _packet_pts(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """(sorted pts of every video packet, the stream's time base), from the packets alone (no decode):
+    position i is source frame i in presentation order, the numbering every frame map uses."""
     with _open(path) as c:
         if not c.streams.video:
             raise ClipError(f"{path}: no video stream")
         s = c.streams.video[0]
-        tb = float(s.time_base)
         pts = []
         try:
             for pkt in c.demux(s):
@@ -78,9 +78,15 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
                     pts.append(pkt.pts)
         except av.error.FFmpegError as e:  # truncated file: keep what was readable
             log.warning("%s: demux stopped early (%s)", path, e)
-    if not pts:
+        return np.sort(np.asarray(pts, dtype=np.int64)), float(s.time_base)
+
+
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation times (s) of every video frame, sorted, from the packets alone (no decode)."""
+    pts, tb = _packet_pts(path)
+    if not len(pts):
         raise ClipError(f"{path}: video stream has no frames")
-    t = np.sort(np.asarray(pts, dtype=np.float64) * tb)
+    t = pts.astype(np.float64) * tb
     return t - t[0]
 
 
@@ -162,9 +168,34 @@ class Yuv420:
         return cv2.cvtColor(i420.reshape(-1, self.y.shape[1]), cv2.COLOR_YUV2RGB_I420)
 
 
+@dataclass
+class Damage:
+    """What a decode lost: `lost`, the output indices whose own source frame did not decode (they show
+    the next frame that did, or the last one at a cut tail), and the packets the decoder refused."""
+    lost: set[int] = field(default_factory=set)
+    bad_packets: int = 0
+
+
+def _decoded(c, s, path, damage: Damage) -> Iterator:
+    """Every frame the decoder gives, packet by packet, past packets it refuses (as the ffmpeg tool
+    does), and up to where a truncated file stops demuxing."""
+    try:
+        for packet in c.demux(s):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
+                damage.bad_packets += 1
+                log.debug("%s: packet at pts %s does not decode (%s)", path, packet.pts, e)
+                continue
+            yield from frames
+    except av.error.FFmpegError as e:  # the container itself ends or breaks: what decoded stays
+        log.warning("%s: demux stopped early (%s)", path, e)
+
+
 def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fmt: str = "rgb24",
                 size: tuple[int, int] | None = None, rotation: int | None = None,
-                raw_yuv420p: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+                raw_yuv420p: bool = False, damage: Damage | None = None,
+                max_damaged: float = VideoParams().max_damaged) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (output_index, frame) in order, decoding the file once.
 
     `index_map[k]` is the source frame (presentation order) to show at output index k; a source
@@ -174,50 +205,71 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
     `raw_yuv420p`: frames that are unrotated, limited-range yuv420p with even sizes come out as
     `Yuv420` plane views, unconverted and uncopied (others stay `fmt` arrays), for callers that convert
     only a region (g4g.data.crops.crop_yuv420).
+    Damaged files: packets the decoder refuses are skipped; an output whose source frame is lost shows
+    the next frame that decodes (the last one at a cut tail) and is added to `damage.lost`. When more
+    than `max_damaged` of the outputs are lost, ClipError says so (after the last frame).
     """
+    damage = damage if damage is not None else Damage()
+    want = None if index_map is None else np.asarray(index_map)
+    k = 0  # next output index to produce
+    src = -1
+    rank = None  # pts -> source index, once a refused packet has broken the running count
+    rot = rotation
+    img = None
     with _open(path) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
-        want = None if index_map is None else np.asarray(index_map)
-        k = 0  # next output index to produce
-        src = -1
-        rot = rotation
-        try:
-            for frame in c.decode(s):
+        for frame in _decoded(c, s, path, damage):
+            if damage.bad_packets and frame.pts is not None:
+                if rank is None:  # first occurrence of each pts, as frame_times numbers the frames
+                    rank = {int(p): i for i, p in reversed(list(enumerate(_packet_pts(path)[0])))}
+                src = rank.get(int(frame.pts), src + 1)
+            else:
                 src += 1
-                if rot is None:
-                    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-                if want is not None:
-                    if k >= len(want):
-                        return
-                    if want[k] > src:
-                        continue
-                if (raw_yuv420p and not rot and frame.format.name == "yuv420p" and size is None
-                        and frame.width % 2 == 0 and frame.height % 2 == 0 and frame.color_range != 2):
-                    img = Yuv420.of(frame)
-                else:
-                    if fmt == "gray" and size is None and frame.format.name in _PLANAR_YUV:
-                        img = _luma(frame)
-                    else:
-                        kw = {"format": fmt}
-                        if size is not None:
-                            w, h = size if rot in (0, 180) else size[::-1]
-                            kw.update(width=w, height=h)
-                        img = frame.to_ndarray(**kw)
-                    # PyAV pads rows (an 844 px line is stored as 848): C code such as dlib silently
-                    # misreads strided arrays, so always hand out contiguous frames
-                    img = np.ascontiguousarray(np.rot90(img, rot // 90) if rot else img)
-                if want is None:
-                    yield src, img
+            if rot is None:
+                rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+            if want is not None:
+                if k >= len(want):
+                    break
+                if want[k] > src:
                     continue
-                while k < len(want) and want[k] <= src:
-                    yield k, img
-                    k += 1
-        except av.error.FFmpegError as e:
-            raise ClipError(f"decode failed after {src + 1} frames ({type(e).__name__}: {e})") from e
-        if want is not None and k < len(want):
-            raise ClipError(f"stream ended after {src + 1} decodable frames; {len(want) - k} of "
-                            f"{len(want)} resampled frames missing (truncated file?)")
+            if (raw_yuv420p and not rot and frame.format.name == "yuv420p" and size is None
+                    and frame.width % 2 == 0 and frame.height % 2 == 0 and frame.color_range != 2):
+                img = Yuv420.of(frame)
+            else:
+                if fmt == "gray" and size is None and frame.format.name in _PLANAR_YUV:
+                    img = _luma(frame)
+                else:
+                    kw = {"format": fmt}
+                    if size is not None:
+                        w, h = size if rot in (0, 180) else size[::-1]
+                        kw.update(width=w, height=h)
+                    img = frame.to_ndarray(**kw)
+                # PyAV pads rows (an 844 px line is stored as 848): C code such as dlib silently
+                # misreads strided arrays, so always hand out contiguous frames
+                img = np.ascontiguousarray(np.rot90(img, rot // 90) if rot else img)
+            if want is None:
+                yield src, img
+                continue
+            while k < len(want) and want[k] <= src:
+                if want[k] != src:  # its own source frame never decoded: this later one stands in
+                    damage.lost.add(k)
+                yield k, img
+                k += 1
+    if want is None:
+        return
+    if img is None:
+        raise ClipError(f"{path}: no video frame decodes (corrupt data)")
+    while k < len(want):  # a cut tail: the last frame that decoded stands in
+        damage.lost.add(k)
+        yield k, img
+        k += 1
+    if len(damage.lost) > max_damaged * len(want):
+        raise ClipError(f"{path}: {len(damage.lost)} of {len(want)} frames do not decode (corrupt or cut data), "
+                        f"more than video.max_damaged = {max_damaged:g} of the clip")
+    if damage.lost:
+        log.warning("%s: %d of %d frames do not decode (%d bad packets): each shows the next frame that does, "
+                    "flagged as damaged", path, len(damage.lost), len(want), damage.bad_packets)
 
 
 _PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}

@@ -70,6 +70,7 @@ def write_synthetic(root: str | Path, n_frames: int = 40, n_train: int = 4, n_te
                     "src_frame": np.arange(n, dtype=np.int32), "landmarks": list(lmk), "landmarks_raw": list(lmk),
                     "crop_landmarks": list(lmk), "detected": np.ones(n, bool), "interpolated": np.zeros(n, bool),
                     "n_faces": np.ones(n, np.int8), "box_outside": np.zeros(n, bool),
+                    "damaged": np.zeros(n, bool),
                     "affine": list(np.tile(np.float32([1, 0, 0, 0, 1, 0]), (n, 1))),
                     "image": [encode_image(draw_face(o[t], tuple(shifts[t]), tint), "jpeg", 95) for t in range(n)]})
                 n_mel = int(3.2 * n) + 1  # 80 mel frames per second at 25 fps

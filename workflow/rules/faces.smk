@@ -10,7 +10,7 @@ rule faces:
         frames="results/{dataset}/shards/{shard}.frames.parquet",
         rejects="results/{dataset}/rejects/faces/{shard}.parquet",
     params:
-        cfg=lambda w: settings(w.dataset, "landmarks", "crop"),
+        cfg=lambda w: settings(w.dataset, "landmarks", "crop", "video"),
     conda:
         ENV
     log:
