@@ -64,22 +64,27 @@ def _digest(root):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def prepared(raw, tmp_path_factory):
-    before = _digest(raw)
-    out = tmp_path_factory.mktemp("out")
-    table, rej = scan(build(DatasetParams, {"root": str(raw), "split": {"n_test": 2}, "shard_size": 100}), 0)
+def prepare_folder(root, out, n_test: int) -> dict:
+    """Every preparation stage on the videos under root, as the workflow runs them, into out."""
+    table, rej = scan(build(DatasetParams, {"root": str(root), "split": {"n_test": n_test}, "shard_size": 100}), 0)
     write_table(out / "manifest.parquet", table)
     rej.write(out / "rej_scan.parquet")
     run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"),
                  VideoParams(), AudioParams())
     run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_faces.parquet"),
-              LandmarkParams(detect_every=3), CropParams())
+              LandmarkParams(detect_every=3), CropParams(), VideoParams())
     run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(),
              AudioParams())
-    summary = run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
-                          [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"),
-                          str(out / "rejects.parquet"), str(out / "summary.json"))
+    return run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
+                       [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"),
+                       str(out / "rejects.parquet"), str(out / "summary.json"))
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory):
+    before = _digest(raw)
+    out = tmp_path_factory.mktemp("out")
+    summary = prepare_folder(raw, out, n_test=2)
     assert _digest(raw) == before, "inputs were modified"
     return out, summary
 
@@ -288,18 +293,7 @@ def test_damaged_files_never_crash_a_job_and_every_reason_is_actionable(tmp_path
     kinds = damaged_copies(good, root)
     out = tmp_path / "out"
     out.mkdir()
-    table, rej = scan(build(DatasetParams, {"root": str(root), "split": {"n_test": 1}, "shard_size": 100}), 0)
-    write_table(out / "manifest.parquet", table)
-    rej.write(out / "rej_scan.parquet")
-    run_resample(str(out / "manifest.parquet"), "s0000", str(out / "res.parquet"), str(out / "rej_res.parquet"),
-                 VideoParams(), AudioParams())
-    run_faces(str(out / "res.parquet"), str(out / "frames.parquet"), str(out / "rej_faces.parquet"),
-              LandmarkParams(detect_every=3), CropParams(), VideoParams())
-    run_mels(str(out / "res.parquet"), str(out / "mels.parquet"), str(out / "rej_mels.parquet"), MelParams(),
-             AudioParams())
-    run_summary(str(out / "manifest.parquet"), [str(out / "frames.parquet")], [str(out / "mels.parquet")],
-                [str(p) for p in out.glob("rej_*.parquet")], str(out / "clips.parquet"), str(out / "rejects.parquet"),
-                str(out / "summary.json"))
+    prepare_folder(root, out, n_test=1)
     ready = set(pq.read_table(out / "clips.parquet").column("clip_id").to_pylist())
     reasons = {r["clip_id"]: r["reason"] for r in pq.read_table(out / "rejects.parquet").to_pylist()}
     assert ready | set(reasons) == set(kinds) and not ready & set(reasons)
