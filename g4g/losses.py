@@ -145,8 +145,8 @@ def generator_losses(out: dict, target: torch.Tensor, weights: LossWeights | Non
     terms: dict[str, torch.Tensor] = {}
     if out.get("l_r") is not None and w.lambda_v > 0:
         terms["L_v"] = facial_attribute_loss(out["ibar_pool"], out["l_r"])
-    if perceptual is not None:
-        terms["L_p"] = perceptual(i_out, t, levels=2 if multiscale else 1)
+    if perceptual is not None:  # full + half resolution is L_p's own definition (Eq. 20), in every variant:
+        terms["L_p"] = perceptual(i_out, t, levels=2)  # "w/o supervision" drops the mask scales and L1 pyramid
     gan = []
     if frame_d is not None:
         terms["L_gan_frame"] = lsgan_g_loss(frame_d(i_out))

@@ -410,3 +410,59 @@ def test_generator_overfits_a_few_frames(synth):
         out = G(b)
     l1_ref = masked_l1(b["I_r"][:, :3])
     assert masked_l1(out["I_out"]) < 0.4 * l1_ref, (masked_l1(out["I_out"]), l1_ref)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clip lengths, off-sync labels, matching sizes (issue 14, items 1, 2, 8)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("T", "gap"), [(1, 5), (5, 5), (5, 3)])
+def test_min_clip_frames_is_exactly_what_references_need(T, gap):
+    """At min_clip_frames(T, gap) every window of T targets has references; one frame less, some has none."""
+    from types import SimpleNamespace
+
+    from g4g.train.data import G4GSamples, min_clip_frames
+
+    n = min_clip_frames(T, gap)
+    ds = G4GSamples.__new__(G4GSamples)
+    ds.min_ref_gap, ds.cfg = gap, SimpleNamespace(n_refs=5)
+    rng = np.random.default_rng(0)
+    for t0 in range(n - T + 1):
+        assert len(ds.references(rng, n, np.arange(t0, t0 + T))) == 5
+    with pytest.raises(ValueError, match="no frame"):
+        for t0 in range(n - T):
+            ds.references(rng, n - 1, np.arange(t0, t0 + T))
+    assert (min_clip_frames(1, 5), min_clip_frames(5, 5)) == (10, 14)
+
+
+def test_short_clips_are_skipped_and_counted(caplog):
+    from g4g.train.data import Clip, long_enough, min_clip_frames
+
+    clips = [Clip(f"c{n}", n, "", "") for n in (9, 10, 12, 13, 14, 40)]
+    with caplog.at_level("INFO", logger="g4g.train.data"):
+        kept = long_enough(clips, min_clip_frames(5, 5), "stage 2 (clip)")
+    assert [c.n_frames for c in kept] == [14, 40]
+    assert "stage 2 (clip): 4 of 6 clips are shorter than 14 frames and are skipped" in caplog.text
+
+
+def test_off_sync_pairs_are_always_at_least_min_shift_apart():
+    """Never a nearer stand-in: a shift below min_shift overlaps the in-sync window and would be mislabelled."""
+    from g4g.train.data import shifted_frames
+
+    rng = np.random.default_rng(1)
+    for n in (10, 11, 20):
+        for t in range(2, n - 2):
+            assert (np.abs(shifted_frames(rng, np.array([t]), n, 5, 3) - t) >= 5).all()
+    with pytest.raises(ValueError, match="no frame 5 away"):
+        shifted_frames(rng, np.array([4]), 9, 5, 1)
+
+
+def test_clip_stage_refuses_an_expert_of_another_mouth_size(synth, expert_file, tmp_path):
+    from g4g.train.loop import training_loop
+
+    train = tiny_train(stages=[dict(mode="frame", scale=64, steps=1, batch=2),
+                               dict(mode="clip", scale=128, steps=1, batch=1)])
+    with pytest.raises(ValueError, match=r"train.stages\[1\] works at mouth size 128.*sync.mouth_size 64"):
+        training_loop(str(synth), tmp_path / "run", tmp_path / "model.pt", model=SMALL, train=train,
+                      syncnet=str(expert_file), tracking={"mlflow": False})

@@ -10,6 +10,7 @@ Images travel as uint8 (4x less to pin and copy); the training loop scales them 
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from g4g.models.composite import MASK_SCALES, face_size, occlusion_mask
 from g4g.models.sync_expert import mouth_square
 from g4g.params import MelParams
 
+log = logging.getLogger(__name__)
+
 # ----------------------------------------------------------------------------------------------------
 # Clips and frames
 # ----------------------------------------------------------------------------------------------------
@@ -38,16 +41,35 @@ class Clip:
     mels_path: str
 
 
-def read_clips(clips_parquet: str, split: str | None = "train", min_frames: int = 1) -> list[Clip]:
-    """Clips of a split from results/{dataset}/clips.parquet (sorted by id, so the order is stable)."""
+def min_clip_frames(targets: int, gap: int) -> int:
+    """The shortest clip in which every run of `targets` consecutive frames has a frame at least `gap`
+    frames away from all of them, before or after: T + 2 gap - 1 (a shorter clip has a middle run with
+    no such frame). G4G's references need it (T = 1 or 5 targets, gap train.min_ref_gap: 10 and 14
+    frames), the sync expert's off-sync windows too (T = 1 centre frame, gap sync.min_shift: 10)."""
+    return targets + 2 * gap - 1
+
+
+def long_enough(clips: list[Clip], min_frames: int, what: str) -> list[Clip]:
+    """The clips of at least `min_frames` frames; how many were skipped, and why, goes to the log."""
+    kept = [c for c in clips if c.n_frames >= min_frames]
+    if len(kept) < len(clips):
+        log.info("%s: %d of %d clips are shorter than %d frames and are skipped", what, len(clips) - len(kept),
+                 len(clips), min_frames)
+    return kept
+
+
+def read_clips(clips_parquet: str, split: str | None = "train", min_frames: int = 1, what: str = "") -> list[Clip]:
+    """Clips of a split from results/{dataset}/clips.parquet (sorted by id, so the order is stable), at
+    least `min_frames` long (`what` names the user in the log line that counts the skipped ones)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(clips_parquet).to_pylist()
     clips = [Clip(r["clip_id"], r["n_frames"], r["frames_path"], r["mels_path"]) for r in rows
-             if (split is None or r["split"] == split) and r["n_frames"] >= min_frames]
+             if split is None or r["split"] == split]
+    clips = long_enough(sorted(clips, key=lambda c: c.clip_id), min_frames, what or f"{split} clips")
     if not clips:
         raise ValueError(f"{clips_parquet}: no {split} clips with at least {min_frames} frames")
-    return sorted(clips, key=lambda c: c.clip_id)
+    return clips
 
 
 def zoom_matrix(z: float, size: tuple[int, int]) -> np.ndarray:
@@ -132,13 +154,18 @@ def chw(imgs: list[np.ndarray]) -> torch.Tensor:
 
 
 def shifted_frames(rng: np.random.Generator, t: np.ndarray, n_frames: int, min_shift: int, n: int) -> np.ndarray:
-    """n frames per target t, each at least min_shift away from it (within the clip): (len(t), n)."""
+    """n frames per target t, each at least min_shift away from it (within the clip): (len(t), n).
+
+    A nearer frame is never used as a stand-in: its window overlaps the target's, and a pair labelled
+    off-sync would be in sync. Clips shorter than min_clip_frames(1, min_shift) are filtered out before.
+    """
     out = np.empty((len(t), n), dtype=np.int64)
     all_f = np.arange(n_frames)
     for i, ti in enumerate(t):
         ok = all_f[np.abs(all_f - ti) >= min_shift]
-        if len(ok) == 0:  # a clip shorter than 2 min_shift: the farthest frame is the best negative
-            ok = all_f[[np.argmax(np.abs(all_f - ti))]]
+        if len(ok) == 0:
+            raise ValueError(f"a clip of {n_frames} frames has no frame {min_shift} away from frame {ti} "
+                             f"(clips need {min_clip_frames(1, min_shift)} frames)")
         out[i] = rng.choice(ok, size=n, replace=len(ok) < n)
     return out
 

@@ -24,7 +24,7 @@ from g4g.params import ModelParams, TrainParams
 from g4g.tracking import data_hash, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
-from g4g.train.data import G4GSamples, device_batch, make_loader, read_clips
+from g4g.train.data import G4GSamples, device_batch, long_enough, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import sample_grid, save_png, training_curves
 from g4g.train.quality import held_out_clips, masked_psnr
 from g4g.train.run import TrainingRun, fingerprint
@@ -68,6 +68,15 @@ class Job:
     d: dist.Dist
 
 
+def check_mouth_size(train: TrainParams, expert_mouth: int, syncnet: str) -> None:
+    """The sync expert judges the clip stage's mouths at the size it was trained on (Sec. 3.2): a clip
+    stage at another mouth size would feed it rescaled mouths it never saw. Refuse at start-up."""
+    for i, st in enumerate(train.stages):
+        if st.mode == "clip" and st.scale != expert_mouth:
+            raise ValueError(f"the clip stage train.stages[{i}] works at mouth size {st.scale}, but the sync "
+                             f"expert {syncnet} was trained at sync.mouth_size {expert_mouth}: set them equal")
+
+
 def perceptual_term(allow_missing: bool):
     """(VGGPerceptual or None, status). Missing VGG-19 weights stop the run (WeightsError naming the file)
     unless params.yaml `train.allow_no_perceptual` is true: then L_p is left out and the run says so."""
@@ -107,10 +116,12 @@ def training_loop(
     clip_stages = any(s.mode == "clip" for s in train.stages)
     if clip_stages and not syncnet:
         raise ValueError("clip stages need the trained sync expert (--syncnet results/models/{dataset}/syncnet.pt)")
-    clips = read_clips(clips_parquet, "train", min_frames=5 + train.min_ref_gap)
+    clips = read_clips(clips_parquet, "train", min_clip_frames(1, train.min_ref_gap), "G4G training")
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
     sync_sha = sha256_file(syncnet)[:16] if clip_stages else None  # provenance: this very file
     expert, expert_state = load_sync_expert(syncnet, d.device) if clip_stages else (None, None)
+    if clip_stages:
+        check_mouth_size(train, int(expert_state["params"].get("mouth_size", 256)), syncnet)
     # the run's identity: the expert's weights, not its file (which carries the commit it was published at)
     fp = fingerprint(variant, model, train, seed, dh, expert_digest(expert_state) if clip_stages else None,
                      perc_status)
@@ -162,7 +173,8 @@ def training_loop(
                 continue
             T = 5 if stage.mode == "clip" else 1
             scfg = dataclasses.replace(cfg, scale=stage.scale)
-            ds = G4GSamples(clips, scfg, T, seed, stream=si, crop_scale=train.crop_scale,
+            usable = long_enough(clips, min_clip_frames(T, train.min_ref_gap), f"stage {si + 1} ({stage.mode})")
+            ds = G4GSamples(usable, scfg, T, seed, stream=si, crop_scale=train.crop_scale,
                             min_ref_gap=train.min_ref_gap, n_hard_negatives=train.n_hard_negatives,
                             cache_frames=train.frame_cache)
             loader = make_loader(ds, stage.batch, step - begin, stage.steps, train.workers, train.prefetch,

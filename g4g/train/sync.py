@@ -21,11 +21,7 @@ from g4g.params import SyncParams
 from g4g.tracking import data_hash, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
-from g4g.train.data import (
-    SyncSamples,
-    make_loader,
-    read_clips,
-)
+from g4g.train.data import SyncSamples, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import training_curves
 from g4g.train.quality import held_out_clips, sync_accuracy
 from g4g.train.run import TrainingRun, fingerprint
@@ -95,7 +91,7 @@ def train_sync(
 
     d = dist.init(device)
     ck.seed_everything(seed + d.rank)
-    clips = read_clips(clips_parquet, "train", min_frames=5)
+    clips = read_clips(clips_parquet, "train", min_clip_frames(1, p.min_shift), "sync expert")
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
     fp = fingerprint(p, seed, dh, "sync")
     tags = {"data_hash": dh, "fingerprint": fp, "model": "sync_expert", **(tags or {})}  # as in training_loop
