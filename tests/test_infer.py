@@ -85,8 +85,8 @@ def test_lower_face_alpha_is_the_generators_mask_at_the_crop_size():
     from g4g.models.composite import lower_face_mask
 
     lmk = crop_face_landmarks()
-    g = lower_face_alpha(lmk)[0, ..., 0]  # (416, 320), rendered at half size and resized
-    full = lower_face_mask(torch.from_numpy(lmk), (416, 320))[0, 0].numpy()
+    g = lower_face_alpha(lmk, lmk)[0, ..., 0]  # (416, 320), rendered at half size and resized
+    full = lower_face_mask(torch.from_numpy(lmk), torch.from_numpy(lmk)[None], (416, 320))[0, 0].numpy()
     assert g.shape == (416, 320) and np.abs(g - full).max() < 0.05
     assert g[310, 160] == pytest.approx(1.0)  # mouth: > 3 sigma (38 px) inside the hull
     assert np.all(g[:190] == 0)  # eyes and brows: exactly 0 beyond 3 sigma of the hull
@@ -98,7 +98,7 @@ def test_paste_through_the_mask_replaces_only_the_lower_face():
     from g4g.infer.paste import lower_face_alpha, paste_face
 
     frame, A = frame_and_affine()
-    g = lower_face_alpha(crop_face_landmarks())[0]  # (416, 320, 1)
+    g = lower_face_alpha(crop_face_landmarks(), crop_face_landmarks())[0]  # (416, 320, 1)
     black = np.zeros((104, 80, 3), np.uint8)  # a demo-size "generated" face, far from the frame
     out = paste_face(frame, black, A, feather=16, mask=g)
     whole = paste_face(frame, black, A, feather=16)
@@ -119,12 +119,12 @@ def test_lipsync_pastes_the_lower_face_or_the_whole_crop(tiny_checkpoint):
 
     frame, A = frame_and_affine()
     lmk = crop_face_landmarks()
-    g_at = mask_in_frame(lower_face_alpha(lmk)[0], A, frame.shape[:2])
+    g_at = mask_in_frame(lower_face_alpha(lmk, lmk)[0], A, frame.shape[:2])
     face = np.zeros((1, 104, 80, 3), np.float32)
     out = {}
     for region in ("lower_face", "crop"):
         engine = Lipsync.from_checkpoint(tiny_checkpoint, InferParams(paste_region=region, device="cpu"))
-        out[region] = engine.paste([frame], face, A[None], lmk)[0]
+        out[region] = engine.paste([frame], face, A[None], lmk, lmk)[0]
     eyes = (slice(150, 250), slice(400, 560))  # crop rows ~45..136: above G's support
     assert np.all(g_at[eyes] == 0) and frame[eyes].max() > 100
     assert np.array_equal(out["lower_face"][eyes], frame[eyes])

@@ -164,7 +164,8 @@ def _clip_batch(scale: int, n_clips: int = 1, T: int = 5) -> dict:
     lmk[:, 2:15, 1] += torch.linspace(0, 250, 13) * H / 416  # a crude jaw fan below the nose
     lmk[:, 2:15, 0] += torch.linspace(-120, 120, 13) * W / 320
     return {"I_t": torch.rand(B, 3, H, W), "I_r": torch.rand(B, 15, H, W), "A": torch.randn(B, 1, 80, 16),
-            "lmk": lmk, "M": occlusion_mask((H, W), 1.0, batch=B), "A_neg": torch.randn(B, 2, 1, 80, 16)}
+            "lmk": lmk, "lmk_r": lmk[:, None], "M": occlusion_mask((H, W), 1.0, batch=B),
+            "A_neg": torch.randn(B, 2, 1, 80, 16)}
 
 
 @pytest.mark.parametrize("alignment,multiscale", [(True, True), (False, False)])

@@ -72,8 +72,9 @@ def fake_landmarks(size: tuple[int, int], batch: int = 1, jitter: float = 0.0) -
 
 def make_batch(scale: int, batch: int = 1, n_neg: int = 0) -> dict:
     H, W = face_size(scale)
+    lmk = fake_landmarks((H, W), batch, jitter=1.0)
     b = {"I_t": torch.rand(batch, 3, H, W), "I_r": torch.rand(batch, 15, H, W),
-         "A": torch.randn(batch, 1, 80, 16), "lmk": fake_landmarks((H, W), batch, jitter=1.0),
+         "A": torch.randn(batch, 1, 80, 16), "lmk": lmk, "lmk_r": lmk[:, None].repeat(1, 5, 1, 1),
          "M": occlusion_mask((H, W), [1.0, 0.8, 1.2][:batch])}  # batch <= 3
     if n_neg:
         b["A_neg"] = torch.randn(batch, n_neg, 1, 80, 16)
@@ -321,8 +322,8 @@ def test_occlusion_mask_boxes():
     rows, cols = m[0, 0].nonzero().unbind(1)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (128, 383, 32, 287)
     assert mouth_box((104, 80)) == (32, 96, 8, 72) and mouth_box((208, 160)) == (64, 192, 16, 144)
-    t, b, l, r = mouth_box((416, 320), 0.8)
-    assert (b - t, r - l) == (204, 204) and ((t + b) / 2, (l + r) / 2) == (256, 160)
+    t, b, l, r = mouth_box((416, 320), 0.8)  # shrinks from the top: bottom and sides keep the jaw hidden
+    assert (t, b, l, r) == (179, 384, 32, 288)
     t, b, l, r = mouth_box((416, 320), 1.2)
     assert b - t == 308 and 0 <= l and r <= 320
     ms = occlusion_mask((104, 80), torch.tensor([0.8, 1.0, 1.2]))
@@ -350,7 +351,7 @@ def test_convex_hull_fill_matches_opencv():
 def test_lower_face_mask(scale):
     H, W = face_size(scale)
     lmk = fake_landmarks((H, W), 2)
-    g = lower_face_mask(lmk, (H, W))
+    g = lower_face_mask(lmk, lmk[:, None], (H, W))
     assert g.shape == (2, 1, H, W) and g.min() >= 0 and g.max() <= 1
     row, col = (lambda y: int(y * H / 416)), (lambda x: int(x * W / 320))  # template -> crop pixels
     assert g[0, 0, row(300), col(160)] > 0.95  # below the mouth, well inside the hull
@@ -395,3 +396,37 @@ def test_sync_expert_shapes_and_cosine_range():
     loss = sync_loss(expert, gen, torch.randn(2, 1, 80, 16))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss) and gen.grad.abs().sum() > 0
+
+
+def test_lower_face_mask_knows_nothing_of_the_target_mouth():
+    """G (Sec. 3 item 6, revised) comes from the references' jaws at the target's head pose: opening the
+    target's own jaw and lips changes nothing; moving its head moves G; an open reference widens it."""
+    import math
+
+    H, W = face_size(256)
+    target = fake_landmarks((H, W), 1)
+    refs = target[:, None].repeat(1, 3, 1, 1)
+    opened = target.clone()
+    opened[:, 5:12, 1] += 40.0  # jaw dropped
+    opened[:, 48:68, 1] += 25.0  # lips with it
+    g = lower_face_mask(target, refs, (H, W))
+    assert torch.equal(g, lower_face_mask(opened, refs, (H, W)))  # the target's mouth state never enters
+
+    c, s_, k = math.cos(0.2), math.sin(0.2), 0.9  # the head turned, smaller, moved: G follows the pose
+    R = torch.tensor([[k * c, -k * s_], [k * s_, k * c]])
+    moved = target @ R.T + torch.tensor([20.0, -10.0])
+    g_moved = lower_face_mask(moved, refs, (H, W))
+    expect = lower_face_mask(moved, moved[:, None], (H, W))  # as if the references had that pose too
+    assert (g_moved - expect).abs().max() < 0.02 and (g_moved - g).abs().max() > 0.5
+
+    chin = opened[0, 8].round().long()  # a reference with an open jaw covers the open chin
+    assert g[0, 0, chin[1], chin[0]] < 0.5
+    wide = lower_face_mask(target, torch.cat([refs, opened[:, None]], 1), (H, W))
+    assert wide[0, 0, chin[1], chin[0]] > 0.5
+
+
+def test_convex_hull_of_repeated_points_is_the_hull_of_the_points():
+    """The union of identical references repeats every point: each hull side must still be found once."""
+    H, W = face_size(256)
+    pts = fake_landmarks((H, W), 1)[:, list(range(2, 15)) + [33]]
+    assert torch.equal(fill_convex_hull(pts.repeat(1, 3, 1), (H, W)), fill_convex_hull(pts, (H, W)))

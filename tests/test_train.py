@@ -78,6 +78,7 @@ def test_sampler_shapes_and_constraints(synth, T):
         assert s["I_t"].shape == (T, 3, 104, 80) and s["I_t"].dtype == torch.uint8
         assert s["I_r"].shape == (15, 104, 80) and s["A"].shape == (T, 1, 80, 16)
         assert s["A_neg"].shape == (T, 2, 1, 80, 16) and s["lmk"].shape == (T, 68, 2)
+        assert s["lmk_r"].shape == (5, 68, 2)  # the references': G is built from them
         assert s["M"].shape == (T, 1, 104, 80) and round(float(s["mask_scale"][0]), 3) in (0.8, 1.0, 1.2)
         assert 1.0 <= float(s["zoom"]) < 1.15 / 1.05
         frames, refs = s["frames"].numpy(), s["refs"].numpy()
@@ -384,7 +385,7 @@ def test_sync_expert_learns(synth, tmp_path):
 
 
 def test_generator_overfits_a_few_frames(synth):
-    """On 2 fixed frames the masked-region L1 falls well below that of copying a reference frame."""
+    """On 2 fixed frames the masked-region L1 falls to half that of copying a reference frame."""
     from torch.utils.data import default_collate
 
     from g4g.losses import LossWeights, generator_losses
@@ -400,7 +401,7 @@ def test_generator_overfits_a_few_frames(synth):
     w = LossWeights(lambda_v=0, lambda_con=0)
     m = b["M"]
     masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))  # noqa: E731
-    for _ in range(120):
+    for _ in range(300):  # G no longer carries the target's jaw (the leak): more to learn than before
         out = G(b)
         loss = generator_losses(out, b["I_t"], w)["total"]
         opt.zero_grad()
@@ -409,7 +410,8 @@ def test_generator_overfits_a_few_frames(synth):
     with torch.no_grad():
         out = G(b)
     l1_ref = masked_l1(b["I_r"][:, :3])
-    assert masked_l1(out["I_out"]) < 0.4 * l1_ref, (masked_l1(out["I_out"]), l1_ref)
+    # about 0.42 x here: half leaves room for the thread count's rounding (0.40 x was the leaking G's)
+    assert masked_l1(out["I_out"]) < 0.5 * l1_ref, (masked_l1(out["I_out"]), l1_ref)
 
 
 # ----------------------------------------------------------------------------------------------------

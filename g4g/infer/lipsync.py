@@ -152,15 +152,16 @@ class Lipsync:
         return torch.from_numpy(faces).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (n, 3, H, W)
 
     @torch.no_grad()
-    def generate(self, faces: np.ndarray, lmk: np.ndarray, mels: np.ndarray, refs: torch.Tensor) -> np.ndarray:
-        """I_out for n frames: faces (n, H, W, 3) uint8, lmk (n, 68, 2), mels (n, 80, 16), refs (1, 15, H, W)
-        -> (n, H, W, 3) float32 in [0, 255]."""
+    def generate(self, faces: np.ndarray, lmk: np.ndarray, mels: np.ndarray, refs: dict) -> np.ndarray:
+        """I_out for n frames: faces (n, H, W, 3) uint8, lmk (n, 68, 2), mels (n, 80, 16), refs {'I_r'
+        (1, 15, H, W), 'lmk_r' (1, n_refs, 68, 2)} -> (n, H, W, 3) float32 in [0, 255]."""
         out = []
         amp = self.device.type == "cuda" and self.p.amp
         for i in range(0, len(faces), self.p.batch_size):
             n = len(faces[i:i + self.p.batch_size])
             batch = {"I_t": self._tensor(faces[i:i + n]),  # (n, 3, H, W)
-                     "I_r": refs.expand(n, -1, -1, -1),  # (n, 15, H, W)
+                     "I_r": refs["I_r"].expand(n, -1, -1, -1),  # (n, 15, H, W)
+                     "lmk_r": refs["lmk_r"].expand(n, -1, -1, -1),  # (n, n_refs, 68, 2): G comes from these
                      "A": torch.from_numpy(mels[i:i + n]).to(self.device)[:, None].float(),  # (n, 1, 80, 16)
                      "lmk": torch.from_numpy(lmk[i:i + n]).to(self.device).float()}  # (n, 68, 2)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -169,13 +170,13 @@ class Lipsync:
         return np.concatenate(out)
 
     def paste(self, frames: list[np.ndarray], faces: np.ndarray, affines: np.ndarray,
-              crop_lmk: np.ndarray, pool=None) -> list[np.ndarray]:
+              crop_lmk: np.ndarray, crop_lmk_r: np.ndarray, pool=None) -> list[np.ndarray]:
         """The generated faces (n, H, W, 3) pasted into their frames through the crop transforms (n, 2, 3),
         feathered at the crop border; with paste_region "lower_face" weighted by G (416 x 320, from the
-        crop landmarks (n, 68, 2), the composite's sigma), so the frame outside G keeps its own pixels.
-        pool: an executor pasting frames in parallel (None: one after the other)."""
-        masks = (lower_face_alpha(crop_lmk, self.G.cfg.mask_sigma_frac) if self.p.paste_region == "lower_face"
-                 else [None] * len(frames))
+        frames' and the references' crop landmarks (n, 68, 2), (R, 68, 2), the composite's sigma), so the
+        frame outside G keeps its own pixels. pool: an executor pasting frames in parallel (None: serial)."""
+        masks = (lower_face_alpha(crop_lmk, crop_lmk_r, self.G.cfg.mask_sigma_frac)
+                 if self.p.paste_region == "lower_face" else [None] * len(frames))
 
         def one(k: int) -> np.ndarray:
             return paste_face(frames[k], faces[k], affines[k], self.p.feather, mask=masks[k])
@@ -214,7 +215,10 @@ class Lipsync:
                     write_wav(mux_audio, np.pad(wav[:n], (0, max(0, n - len(wav)))), self.mel_p.sample_rate)
             r_idx = reference_frames(len(track), self.G.cfg.n_refs)
             r_faces = self.faces(reader.get(r_idx), track.affine[r_idx])  # (5, H, W, 3)
-            refs = self._tensor(r_faces).reshape(1, -1, *self.size)  # (1, 15, H, W), frame-major
+            refs = {"I_r": self._tensor(r_faces).reshape(1, -1, *self.size),  # (1, 15, H, W), frame-major
+                    "lmk_r": torch.from_numpy(self.model_landmarks(track.crop_landmarks[r_idx])[None]).to(
+                        self.device).float(),  # (1, n_refs, 68, 2)
+                    "crop_lmk_r": track.crop_landmarks[r_idx]}  # (n_refs, 68, 2), for the paste-back G
             first = reader.get(order[:1])[0]
             bar = None
             if progress:
@@ -252,10 +256,10 @@ class Lipsync:
         self.timings["crop"] += time.perf_counter() - t1
         return chunk
 
-    def _write(self, chunk: dict, gen: np.ndarray, vw, bar, pool) -> None:
+    def _write(self, chunk: dict, gen: np.ndarray, refs: dict, vw, bar, pool) -> None:
         """Stage 3: paste the generated faces back and hand the frames to the encoder."""
         t = time.perf_counter()
-        pasted = self.paste(chunk["frames"], gen, chunk["affine"], chunk["crop_lmk"], pool)
+        pasted = self.paste(chunk["frames"], gen, chunk["affine"], chunk["crop_lmk"], refs["crop_lmk_r"], pool)
         t1 = time.perf_counter()
         for f in pasted:
             vw.write(f)
@@ -264,14 +268,14 @@ class Lipsync:
         if bar is not None:
             bar.update(len(pasted))
 
-    def _generate_chunk(self, chunk: dict, refs: torch.Tensor) -> np.ndarray:
+    def _generate_chunk(self, chunk: dict, refs: dict) -> np.ndarray:
         """Stage 2, in the calling thread (it owns the model and the device)."""
         t = time.perf_counter()
         gen = self.generate(chunk["faces"], chunk["lmk"], chunk["mels"], refs)
         self.timings["generate"] += time.perf_counter() - t
         return gen
 
-    def _render(self, spans: list[tuple[int, int]], read, refs: torch.Tensor, vw, bar) -> None:
+    def _render(self, spans: list[tuple[int, int]], read, refs: dict, vw, bar) -> None:
         """Every chunk through read -> generate -> write, in order; overlapped in threads unless
         params.overlap is false. Errors in a worker re-raise here, at the latest one chunk later."""
         from concurrent.futures import ThreadPoolExecutor
@@ -281,7 +285,7 @@ class Lipsync:
             if not self.p.overlap:
                 for c0, c1 in spans:
                     chunk = read(c0, c1)
-                    self._write(chunk, self._generate_chunk(chunk, refs), vw, bar, pool)
+                    self._write(chunk, self._generate_chunk(chunk, refs), refs, vw, bar, pool)
                 return
             with ThreadPoolExecutor(1, "g4g-read") as reader, ThreadPoolExecutor(1, "g4g-write") as writer:
                 ahead, behind = reader.submit(read, *spans[0]), None
@@ -292,7 +296,7 @@ class Lipsync:
                     gen = self._generate_chunk(chunk, refs)
                     if behind is not None:
                         behind.result()  # frames reach the encoder in order, one chunk in flight
-                    behind = writer.submit(self._write, chunk, gen, vw, bar, pool)
+                    behind = writer.submit(self._write, chunk, gen, refs, vw, bar, pool)
                 behind.result()
         finally:
             if pool is not None:

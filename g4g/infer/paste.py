@@ -62,17 +62,19 @@ def feather_alpha(A: np.ndarray, region: tuple[int, int, int, int], feather: flo
     return np.clip(d / feather, 0.0, 1.0)
 
 
-def lower_face_alpha(crop_lmk: np.ndarray, sigma_frac: float = 0.04, div: int = 2,
+def lower_face_alpha(crop_lmk: np.ndarray, crop_lmk_r: np.ndarray, sigma_frac: float = 0.04, div: int = 2,
                      crop_size: tuple[int, int] = (CROP_H, CROP_W)) -> np.ndarray:
-    """G (g4g.models.composite.lower_face_mask) for (n, 68, 2) landmarks in crop pixels, at the crop size:
-    rendered at 1/div size (smooth, so it upsamples within a few % at the hull border, 30x faster) and
-    resized: (n, H, W, 1) float32 in [0, 1], exactly 0 beyond 3 sigma of the hull."""
+    """G (g4g.models.composite.lower_face_mask) for (n, 68, 2) frame landmarks and the (R, 68, 2) landmarks
+    of the references they share, in crop pixels, at the crop size: rendered at 1/div size (smooth, so it
+    upsamples within a few % at the hull border, 30x faster) and resized: (n, H, W, 1) float32 in
+    [0, 1], exactly 0 beyond 3 sigma of the hull."""
     import torch
 
 
     H, W = crop_size
     lmk = torch.from_numpy((np.asarray(crop_lmk, np.float64) + 0.5) / div - 0.5)
-    small = lower_face_mask(lmk, (H // div, W // div), sigma_frac)
+    lmk_r = torch.from_numpy((np.asarray(crop_lmk_r, np.float64) + 0.5) / div - 0.5)
+    small = lower_face_mask(lmk, lmk_r[None].expand(len(lmk), -1, -1, -1), (H // div, W // div), sigma_frac)
     return np.stack([cv2.resize(g, (W, H), interpolation=cv2.INTER_LINEAR) for g in small[:, 0].numpy()])[..., None]
 
 

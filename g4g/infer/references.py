@@ -21,6 +21,7 @@ from g4g.data.shards import FrameReader
 from g4g.infer.frames import ChunkReader
 from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.testset import TestClip, run_clips, stored_track, test_clips
+from g4g.infer.timeline import reference_frames
 from g4g.io.audio import write_wav
 from g4g.io.video import VideoWriter
 from g4g.params import InferParams
@@ -56,6 +57,7 @@ def render_reference(clip: TestClip, path: Path, kind: str, p: InferParams = Inf
     track = stored_track(clip)
     face, _ = stand_in_face(clip, kind, seed)
     T = len(track)
+    ref_lmk = track.crop_landmarks[reference_frames(T)]  # G from the references, as G4G's paste-back
     chunk = p.chunk_frames
     with ChunkReader(clip.source, track.index_map, cache_frames=chunk) as reader, \
             tempfile.TemporaryDirectory(prefix="g4g-ref-") as tmp:
@@ -67,7 +69,7 @@ def render_reference(clip: TestClip, path: Path, kind: str, p: InferParams = Inf
             for c0 in range(0, T, chunk):
                 idx = np.arange(c0, min(T, c0 + chunk))
                 frames = reader.get(idx)
-                G = lower_face_alpha(track.crop_landmarks[idx], sigma_frac)  # (n, 416, 320, 1)
+                G = lower_face_alpha(track.crop_landmarks[idx], ref_lmk, sigma_frac)  # (n, 416, 320, 1)
                 for f, g, j in zip(frames, G, idx):
                     writer.write(paste_face(f, face, track.affine[j], p.feather, mask=g))
     return T

@@ -1,7 +1,8 @@
 """Masks and priors drawn from the crop geometry and the 68 landmarks (docs/design/method.md Sec. 1-4), in torch.
 
 - occlusion_mask: the mouth box at scale 0.8 / 1.0 / 1.2 of the 256 x 256 mouth square (Sec. 4).
-- lower_face_mask: G, the Gaussian-smoothed filled hull of jaw points 2..14 and nose base p33 (Sec. 3.6).
+- lower_face_mask: G, the Gaussian-smoothed filled hull of the references' jaw points 2..14 and nose base
+  p33, mapped to the target's head pose and widened (Sec. 3.6, revised: nothing of the target's own mouth).
 - landmark_sketch: L_r, anti-aliased 1 px polylines of the pose landmarks, no lips (Sec. 2).
 Landmarks are (B, 68, 2) (x, y) in crop pixel coordinates with pixel (row i, col j) centred at
 (x=j, y=i), the OpenCV convention. Everything runs batched on any device, without OpenCV.
@@ -19,6 +20,8 @@ FULL_SIZE = (416, 320)  # face crop (H, W) at paper scale
 MOUTH_BOX = (128, 384, 32, 288)  # top, bottom, left, right (exclusive ends) at 416 x 320
 MASK_SCALES = (0.8, 1.0, 1.2)  # occlusion box scales for multi-scale supervision
 HULL_POINTS = tuple(range(2, 15)) + (33,)  # jaw 2..14 and nose base
+POSE_POINTS = tuple(range(27, 48))  # nose bridge and base, eyes: they follow the head, not the mouth
+JAW_MARGIN = 0.15  # the mapped jaw hull widened by this fraction of its size away from p33
 SKETCH_PATHS = (  # (first, last, closed): jaw sides, brows, nose bridge, nose base, eyes
     (0, 4, False), (12, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
     (36, 41, True), (42, 47, True))
@@ -34,14 +37,20 @@ def face_size(scale: int) -> tuple[int, int]:
 
 
 def mouth_box(size: tuple[int, int], mask_scale: float = 1.0) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), exclusive ends, of the mouth square scaled by `mask_scale` about its
-    centre, for a face of `size` (H, W), clipped to the crop."""
+    """(top, bottom, left, right), exclusive ends, of the mouth square scaled by `mask_scale`, for a face
+    of `size` (H, W), clipped to the crop. A larger box grows about the square's centre; a smaller one
+    shrinks from the top only, so the jaw stays hidden: about the centre, the 0.8 box left the chin in
+    view in 32 % of the demo's frames, and the chin tells the true mouth opening (docs/design/method.md
+    Sec. 3 item 6, revised: the source must not show the target's jaw)."""
     H, W = size
     t, b, l, r = MOUTH_BOX
     cy, cx, half = (t + b) / 2, (l + r) / 2, (b - t) / 2 * mask_scale  # at 416 x 320
+    if mask_scale < 1:
+        y0, y1, x0, x1 = b - 2 * half, b, l, r
+    else:
+        y0, y1, x0, x1 = cy - half, cy + half, cx - half, cx + half
     fy, fx = H / FULL_SIZE[0], W / FULL_SIZE[1]
-    top, bottom = round((cy - half) * fy), round((cy + half) * fy)
-    left, right = round((cx - half) * fx), round((cx + half) * fx)
+    top, bottom, left, right = round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx)
     return max(top, 0), min(bottom, H), max(left, 0), min(right, W)
 
 
@@ -92,9 +101,13 @@ def fill_convex_hull(pts: torch.Tensor, size: tuple[int, int], eps: float = 1e-4
 
     Directed edge i->j is a hull edge when every point lies strictly on its left or on the segment
     itself (collinear points keep only the longest edge), so there are at most N edges per sample.
+    Repeated points count once (only a point's first copy starts or ends an edge): otherwise each
+    hull edge appeared once per pair of copies and the N kept could miss a side.
     """
     pts = pts.float()
     B, N, _ = pts.shape
+    same = (pts[:, :, None, :] == pts[:, None, :, :]).all(-1)  # (B, i, k)
+    first = ~(same & torch.ones(N, N, dtype=torch.bool, device=pts.device).tril(-1)).any(-1)  # (B, i)
     e = pts[:, None, :, :] - pts[:, :, None, :]  # (B, i, j, 2): p_j - p_i
     d = pts[:, None, None, :, :] - pts[:, :, None, None, :]  # (B, i, 1, k, 2): p_k - p_i
     e_ = e[:, :, :, None, :]  # (B, i, j, 1, 2)
@@ -102,7 +115,7 @@ def fill_convex_hull(pts: torch.Tensor, size: tuple[int, int], eps: float = 1e-4
     len2 = (e * e).sum(-1)  # (B, i, j)
     t = (e_ * d).sum(-1) / len2.clamp_min(1e-12)[..., None]  # (B, i, j, k) position along the edge
     ok = (cross > eps) | ((cross.abs() <= eps) & (t >= -1e-6) & (t <= 1 + 1e-6))
-    is_edge = ok.all(dim=-1) & (len2 > 1e-12)  # (B, i, j)
+    is_edge = ok.all(dim=-1) & (len2 > 1e-12) & first[:, :, None] & first[:, None, :]  # (B, i, j)
     score, idx = is_edge.flatten(1).float().topk(N, dim=1)  # (B, N): up to N hull edges
     ii, jj = idx // N, idx % N
     a = torch.gather(pts, 1, ii[..., None].expand(-1, -1, 2))  # (B, N, 2) edge starts
@@ -116,13 +129,44 @@ def fill_convex_hull(pts: torch.Tensor, size: tuple[int, int], eps: float = 1e-4
     return inside.view(B, 1, *size).float()
 
 
-def lower_face_mask(lmk: torch.Tensor, size: tuple[int, int], sigma_frac: float = 0.04) -> torch.Tensor:
-    """G: filled hull of jaw 2..14 and p33, blurred with sigma = sigma_frac * W.
+def similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity (scale, rotation, translation; no reflection) taking src to dst points,
+    (B, N, 2) each -> (B, 2, 3). In complex numbers: dst - mean = z (src - mean), z = <s, d> / <s, s>."""
+    src, dst = src.double(), dst.double()
+    ms, md = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    s, d = src - ms, dst - md
+    n = (s * s).sum((1, 2)).clamp_min(1e-12)
+    a = (s[..., 0] * d[..., 0] + s[..., 1] * d[..., 1]).sum(1) / n
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / n
+    R = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # (B, 2, 2)
+    t = md[:, 0] - (R @ ms[:, 0, :, None])[..., 0]
+    return torch.cat([R, t[..., None]], -1)
 
-    (B, 68, 2) landmarks in crop pixels -> (B, 1, H, W) in [0, 1] (0.5 on the hull boundary).
+
+def lower_face_mask(lmk: torch.Tensor, lmk_r: torch.Tensor, size: tuple[int, int], sigma_frac: float = 0.04,
+                    margin: float = JAW_MARGIN) -> torch.Tensor:
+    """G, the region the generator may rewrite, from what it may know: the head pose of the target and
+    its references' jaws (docs/design/method.md Sec. 3, item 6, revised).
+
+    Each reference's jaw hull points (jaw 2..14, p33) are mapped to the target's head pose by the
+    similarity that fits its pose points (eyes, nose) onto the target's; the filled convex hull of all
+    of them, widened by `margin` of its extent away from p33 (a mouth opened wider than in any
+    reference), blurred with sigma = sigma_frac * W. The target's own mouth and jaw never enter: the
+    true opening must not reach the composite in training, nor the source video's speech at inference.
+
+    lmk (B, 68, 2) target landmarks, lmk_r (B, R, 68, 2) references', in crop pixels -> (B, 1, H, W) in
+    [0, 1] (0.5 on the hull boundary).
     """
-    lmk = torch.as_tensor(lmk)
-    hull = fill_convex_hull(lmk[:, list(HULL_POINTS)], size)  # (B, 1, H, W)
+    lmk, lmk_r = torch.as_tensor(lmk), torch.as_tensor(lmk_r)
+    B, R = lmk_r.shape[:2]
+    pose = list(POSE_POINTS)
+    M = similarity(lmk_r[:, :, pose].reshape(B * R, -1, 2),  # reference pose -> target pose, (B R, 2, 3)
+                   lmk[:, None, pose].expand(B, R, -1, 2).reshape(B * R, -1, 2))
+    jaw = lmk_r[:, :, list(HULL_POINTS)].reshape(B * R, -1, 2).double()
+    mapped = (jaw @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]).reshape(B, R, -1, 2)
+    top = mapped[:, :, -1:]  # p33, the hull's fixed top
+    mapped = (top + (mapped - top) * (1 + margin)).reshape(B, -1, 2)
+    hull = fill_convex_hull(mapped.to(lmk.dtype if lmk.is_floating_point() else torch.float32), size)
     return gaussian_blur(hull, sigma_frac * size[1]).clamp_(0.0, 1.0)
 
 

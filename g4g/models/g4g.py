@@ -139,8 +139,11 @@ class G4G(nn.Module):
             raise KeyError("batch needs 'L_r' and 'G', or the landmarks 'lmk' (B, 68, 2) to render them")
         if need_sketch:
             b["L_r"] = landmark_sketch(b["lmk"].to(i_t.device), size, self.cfg.sketch_thickness)
-        if b.get("G") is None:
-            b["G"] = lower_face_mask(b["lmk"].to(i_t.device), size, self.cfg.mask_sigma_frac)
+        if b.get("G") is None:  # from the references' jaws at the target's pose, never the target's own
+            if b.get("lmk_r") is None:
+                raise KeyError("batch needs 'G', or the references' landmarks 'lmk_r' (B, n_refs, 68, 2) to render it")
+            b["G"] = lower_face_mask(b["lmk"].to(i_t.device), b["lmk_r"].to(i_t.device), size,
+                                     self.cfg.mask_sigma_frac)
         return b
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:

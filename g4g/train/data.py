@@ -229,7 +229,7 @@ class G4GSamples(Dataset):
         clip, size, T = self.src.clips[ci], self.size, len(targets)
         M = zoom_matrix(z, size) if z != 1.0 else None
         faces = [zoom(self.src.face(clip, int(f), size), M) for f in list(targets) + list(refs)]
-        lmk = np.stack([self.src.landmarks(clip, int(f), size) for f in targets])  # (T, 68, 2)
+        lmk = np.stack([self.src.landmarks(clip, int(f), size) for f in list(targets) + list(refs)])  # (T + R, 68, 2)
         if M is not None:
             lmk = lmk @ M[:, :2].T + M[:, 2]
         mel = self.src.mel(clip)
@@ -239,7 +239,8 @@ class G4GSamples(Dataset):
             "I_r": chw(faces[T:]).flatten(0, 1),  # (3 n_refs, H, W) uint8, frame-major
             "A": torch.from_numpy(audio_windows(mel, targets, self.mel_p))[:, None],  # (T, 1, 80, 16)
             "A_neg": torch.from_numpy(audio_windows(mel, neg.ravel(), self.mel_p)).view(T, self.n_neg, 1, 80, -1),
-            "lmk": torch.from_numpy(lmk.astype(np.float32)),  # (T, 68, 2)
+            "lmk": torch.from_numpy(lmk[:T].astype(np.float32)),  # (T, 68, 2)
+            "lmk_r": torch.from_numpy(lmk[T:].astype(np.float32)),  # (n_refs, 68, 2): G is built from these
             "M": occlusion_mask(size, mask_scale, batch=T),  # (T, 1, H, W)
             "mask_scale": torch.full((T,), mask_scale),
             "clip": torch.full((T,), ci, dtype=torch.long),
@@ -260,8 +261,8 @@ def device_batch(batch: dict, device: torch.device, channels_last: bool = False)
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
-        if k == "I_r":
-            v = v.repeat_interleave(T, dim=0)  # (B*T, 15, H, W)
+        if k in ("I_r", "lmk_r"):
+            v = v.repeat_interleave(T, dim=0)  # (B*T, 15, H, W), (B*T, n_refs, 68, 2)
         elif k not in ("refs", "zoom") and v.dim() >= 2 and v.shape[:2] == (B, T):
             v = v.flatten(0, 1)
         if k in ("I_t", "I_r"):
