@@ -25,8 +25,16 @@ from g4g.evaluate.own_syncnet import OwnSyncNet
 from g4g.infer.lipsync import Lipsync, track_video
 from g4g.infer.testset import stored_track, test_clips
 from g4g.io.video import iter_frames
-from g4g.metrics.lse import lse
+from g4g.metrics.lse import LSEResult, lse
 from g4g.params import InferParams, LandmarkParams
+
+
+def video_sync(video: str | Path, audio: np.ndarray, sync: OwnSyncNet) -> LSEResult:
+    """The own SyncNet's offset search on a rendered video against `audio`, with the video read as the
+    evaluation reads one: re-tracked at 25 fps, then cut to 416 x 320 crops."""
+    track = track_video(video, LandmarkParams(), fps=25.0)
+    crops = np.stack([warp_crop(f, track.affine[k]) for k, f in iter_frames(video, track.index_map)])
+    return lse(sync, crops, audio)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,9 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             n = min(len(driver.audio), len(clip.audio))  # as long as both, so both audios can be scored
             out = Path(tmp) / f"{clip.clip_id}.mp4"
             engine.run(clip.source, driver.audio[:n], out, track=stored_track(clip), progress=False)
-            track = track_video(out, LandmarkParams(), fps=25.0)
-            crops = np.stack([warp_crop(f, track.affine[k]) for k, f in iter_frames(out, track.index_map)])
-            to_driver, to_source = lse(sync, crops, driver.audio[:n]), lse(sync, crops, clip.audio[:n])
+            to_driver, to_source = video_sync(out, driver.audio[:n], sync), video_sync(out, clip.audio[:n], sync)
             rows.append((to_driver.offset, to_driver.lse_d, to_driver.lse_c, to_source.lse_c))
             print(f"{clip.clip_id} driven by {driver.clip_id}: driving audio offset {to_driver.offset:+d} "
                   f"LSE-D {to_driver.lse_d:.3f} LSE-C {to_driver.lse_c:.3f} | source's own audio LSE-C "

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from g4g.bench.cross_drive import video_sync
 from g4g.bench.prep import clip_1080p
-from g4g.data.crops import warp_crop
 from g4g.evaluate.own_syncnet import OwnSyncNet
 from g4g.infer.lipsync import Lipsync, track_video
 from g4g.io.audio import load_audio
-from g4g.io.video import ffmpeg_exe, iter_frames
+from g4g.io.video import ffmpeg_exe
 from g4g.metrics.fid import FIDInception
 from g4g.metrics.image import image_metrics
 from g4g.metrics.lpips_metric import LPIPSMetric
@@ -87,9 +87,7 @@ def bench_source_rate(clip: Path, checkpoint: Path, syncnet: str | None, threads
             label = f"1080p 30 fps in, {stats['output_fps']:g} fps out, tracking included"
             line = f"{label:<56} {stats['n_frames'] / dt:7.2f} frames/s ({stats['n_frames']} frames, {dt:.1f} s)"
             if syncnet:
-                track = track_video(out, LandmarkParams(), fps=25.0)  # as the evaluation reads a video
-                crops = np.stack([warp_crop(f, track.affine[k]) for k, f in iter_frames(out, track.index_map)])
-                res = lse(OwnSyncNet(syncnet, "cpu"), crops, load_audio(out))
+                res = video_sync(out, load_audio(out), OwnSyncNet(syncnet, "cpu"))
                 line += f"  own SyncNet: offset {res.offset:+d}, LSE-D {res.lse_d:.3f}, LSE-C {res.lse_c:.3f}"
             print(line)
 

@@ -59,9 +59,8 @@ def resample_clip(row: dict, video: VideoParams, audio: AudioParams) -> dict:
     step = 1.0 / row["fps"] if row["fps"] else 1.0 / video.fps
     duration = float(times[-1] + step)
     index_map = resample_index(times, video.fps, duration)
-    too_short = f"too short: {{}} frames at {video.fps:g} fps (< {video.min_frames})"
     if len(index_map) < video.min_frames:
-        raise ClipError(too_short.format(len(index_map)))
+        raise ClipError(f"too short: {len(index_map)} frames at {video.fps:g} fps (< {video.min_frames})")
     separate = row.get("audio_path") or ""
     if not separate and not row["has_audio"]:
         stem = Path(row["path"]).with_suffix("")
@@ -74,7 +73,8 @@ def resample_clip(row: dict, video: VideoParams, audio: AudioParams) -> dict:
         if note:
             log.warning("%s: %s", row["clip_id"], note)
         if len(index_map) < video.min_frames:
-            raise ClipError(too_short.format(len(index_map)) + " once cut to its sound")
+            raise ClipError(f"too short once cut to its sound: {len(index_map)} frames at {video.fps:g} fps "
+                            f"(< {video.min_frames})")
     dbfs = level_dbfs(wav)
     pcm = np.clip(np.round(wav * 32767), -32768, 32767).astype("<i2")
     return {"clip_id": row["clip_id"], "path": row["path"], "split": row["split"],

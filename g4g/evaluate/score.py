@@ -60,7 +60,8 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
     """
     import cv2
 
-
+    device = resolve_device(p.device)  # once per clip, not per chunk
+    dtype = _dtype(p, device)
     if video is None:
         idx, A, notes = clip.index_map, stored_track(clip).affine, []
     else:
@@ -81,7 +82,7 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
         crops = np.stack([warp_crop(f, A[k]) for f, k in zip(full, range(c0, c1))])  # (c, 416, 320, 3)
         if image:
             gt = np.stack([reader.get(clip.clip_id, k, ["image"])["image"] for k in range(c0, c1)])
-            for name, v in image_metrics(crops, gt, device=resolve_device(p.device), dtype=_dtype(p)).items():
+            for name, v in image_metrics(crops, gt, device=device, dtype=dtype).items():
                 per[name].append(v)
             if m.lpips is not None:
                 per["lpips"].append(m.lpips.frames(crops, gt, batch_size=p.batch_size))
@@ -94,7 +95,7 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
                     full = [cv2.resize(f, gt_full[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in full]
                 for i in range(0, len(full), 4):  # 4 full frames per call bounds memory at 1080p
                     for name, v in image_metrics(np.stack(full[i:i + 4]), np.stack(gt_full[i:i + 4]),
-                                                 device=resolve_device(p.device), dtype=_dtype(p)).items():
+                                                 device=device, dtype=dtype).items():
                         per[f"{name}_full"].append(v)
         for ch in lse.values():
             ch.feed(crops, c0)
@@ -119,14 +120,14 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
     return frames, summary, strip
 
 
-def _dtype(p: EvalParams):
+def _dtype(p: EvalParams, device):
     """float64 on CUDA; on CPU float32 (torch's float64 depthwise convolutions are ~10x slower there;
     SSIM moves by < 1e-7, PSNR by < 1e-5 dB)."""
     import torch
 
     if p.image_dtype != "auto":
         return getattr(torch, p.image_dtype)
-    return torch.float64 if resolve_device(p.device).type == "cuda" else torch.float32
+    return torch.float64 if device.type == "cuda" else torch.float32
 
 
 def video_of(clip: TestClip, videos_dir: str | None, index: dict) -> tuple[str | None, str | None]:

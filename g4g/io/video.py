@@ -213,7 +213,7 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
     want = None if index_map is None else np.asarray(index_map)
     k = 0  # next output index to produce
     src = -1
-    rank = None  # pts -> source index, once a refused packet has broken the running count
+    pts = None  # sorted packet pts, read once a refused packet has broken the running count
     rot = rotation
     img = None
     with _open(path) as c:
@@ -221,9 +221,10 @@ def iter_frames(path: str | os.PathLike, index_map: np.ndarray | None = None, fm
         s.thread_type = "AUTO"
         for frame in _decoded(c, s, path, damage):
             if damage.bad_packets and frame.pts is not None:
-                if rank is None:  # first occurrence of each pts, as frame_times numbers the frames
-                    rank = {int(p): i for i, p in reversed(list(enumerate(_packet_pts(path)[0])))}
-                src = rank.get(int(frame.pts), src + 1)
+                if pts is None:
+                    pts = _packet_pts(path)[0]
+                i = int(np.searchsorted(pts, frame.pts))  # its first position, as frame_times numbers frames
+                src = i if i < len(pts) and pts[i] == frame.pts else src + 1
             else:
                 src += 1
             if rot is None:

@@ -166,7 +166,7 @@ def lower_face_mask(lmk: torch.Tensor, lmk_r: torch.Tensor, size: tuple[int, int
     mapped = (jaw @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]).reshape(B, R, -1, 2)
     top = mapped[:, :, -1:]  # p33, the hull's fixed top
     mapped = (top + (mapped - top) * (1 + margin)).reshape(B, -1, 2)
-    hull = fill_convex_hull(mapped.to(lmk.dtype if lmk.is_floating_point() else torch.float32), size)
+    hull = fill_convex_hull(mapped, size)
     return gaussian_blur(hull, sigma_frac * size[1]).clamp_(0.0, 1.0)
 
 
