@@ -64,9 +64,9 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Te
 
 
 def contrastive_loss(contrast: InterModalityContrast, v: torch.Tensor, a: torch.Tensor,
-                     a_neg: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
+                     groups: torch.Tensor) -> torch.Tensor:
     """InfoNCE part of L_con (Eq. 23; defined in Eq. 6-10), see g4g.models.contrastive."""
-    return contrast(v, a, a_neg=a_neg, groups=groups)
+    return contrast(v, a, groups)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,7 +160,9 @@ def generator_losses(out: dict, target: torch.Tensor, weights: LossWeights | Non
                     + w.w_gen * reconstruction_loss(out["I_gen"], t, out.get("M"), multiscale))
     con = []
     if contrast is not None:
-        terms["L_nce"] = contrastive_loss(contrast, out["v"], out["a"], out.get("a_neg"), groups)
+        if groups is None:
+            raise ValueError("InfoNCE needs the clip id of every frame `groups` (B,)")
+        terms["L_nce"] = contrastive_loss(contrast, out["v"], out["a"], groups)
         con.append(w.w_nce * terms["L_nce"])
     if sync_expert is not None:
         if mel is None:

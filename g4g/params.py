@@ -203,8 +203,6 @@ class TrainParams:
     crop_scale: tuple[float, float] = opt((1.05, 1.15), "train-time crop scale s ~ U[a, b), a zoom-out of the "
                                                         "stored s = 1.05 crops", minimum=1.0)
     min_ref_gap: int = opt(5, "references at least this many frames from every target", minimum=1)
-    n_hard_negatives: int = opt(2, "audio windows of the same clip shifted >= 5 frames, per target (InfoNCE)",
-                                minimum=0)
     workers: int = opt(8, "DataLoader processes per rank", minimum=0)
     prefetch: int = opt(4, "batches prefetched per loader process", minimum=1)
     frame_cache: int = opt(0, "decoded frames kept per loader process (LRU)", minimum=0)

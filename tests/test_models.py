@@ -70,14 +70,12 @@ def fake_landmarks(size: tuple[int, int], batch: int = 1, jitter: float = 0.0) -
     return out + jitter * torch.randn_like(out)
 
 
-def make_batch(scale: int, batch: int = 1, n_neg: int = 0) -> dict:
+def make_batch(scale: int, batch: int = 1) -> dict:
     H, W = face_size(scale)
     lmk = fake_landmarks((H, W), batch, jitter=1.0)
     b = {"I_t": torch.rand(batch, 3, H, W), "I_r": torch.rand(batch, 15, H, W),
          "A": torch.randn(batch, 1, 80, 16), "lmk": lmk, "lmk_r": lmk[:, None].repeat(1, 5, 1, 1),
          "M": occlusion_mask((H, W), [1.0, 0.8, 1.2][:batch])}  # batch <= 3
-    if n_neg:
-        b["A_neg"] = torch.randn(batch, n_neg, 1, 80, 16)
     return b
 
 
@@ -107,7 +105,7 @@ def test_generator_shapes(scale, variant):
     flags = {"full": {}, "no_alignment": {"alignment": False}, "no_fusion": {"fusion": False}}[variant]
     g = build_generator("demo", scale=scale, width=0.125, **flags)
     B = 1 if scale == 256 else 2
-    batch = make_batch(scale, B, n_neg=2)
+    batch = make_batch(scale, B)
     H, W = g.cfg.face_size
     with torch.no_grad():
         out = g(batch)
@@ -117,7 +115,6 @@ def test_generator_shapes(scale, variant):
     assert out["G"].shape == out["M"].shape == (B, 1, H, W)
     for k in ("ibar_pool", "F_align_pool", "v", "a"):
         assert out[k].shape == (B, c3)
-    assert out["a_neg"].shape == (B, 2, c3)
     assert set(out["adaat"]) == {"scale", "angle", "tx", "ty"}
     assert all(v.shape == (B, c3) for v in out["adaat"].values())
     assert 0 <= out["I_out"].min() and out["I_out"].max() <= 1
@@ -269,6 +266,28 @@ def test_adaat_moves_marker_where_expected(angle, tx_px, ty_px):
         assert out[0, ch].sum() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_sampling_grid_is_affine_grid_in_true_fp32():
+    """The warp grid is built elementwise (no matmul, so TF32 never touches it) and equals
+    F.affine_grid(align_corners=False); on CUDA with TF32 on it stays within fp32 of a float64 grid,
+    where F.affine_grid (a batched matmul) may not."""
+    from g4g.models.adaat import sampling_grid
+
+    torch.manual_seed(0)
+    theta = torch.randn(6, 2, 3) * torch.tensor([1.0, 1.0, 0.3])
+    for H, W in ((26, 20), (5, 9), (1, 1)):
+        ref = torch.nn.functional.affine_grid(theta.double(), [6, 1, H, W], align_corners=False)
+        assert torch.allclose(sampling_grid(theta, H, W).double(), ref, atol=1e-6, rtol=0)
+    if torch.cuda.is_available():
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            th = torch.randn(4096, 2, 3, device="cuda") * 3
+            ref = torch.nn.functional.affine_grid(th.double(), [4096, 1, 104, 80], align_corners=False)
+            assert (sampling_grid(th, 104, 80).double() - ref).abs().max() < 1e-5
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def test_adaat_bf16_and_channels_last_preserved():
     x = torch.randn(1, 3, 8, 6).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     out = affine_warp(x, *_params(1, 3, 1.2, 0.3, 0.1, -0.1))
@@ -280,23 +299,60 @@ def test_adaat_bf16_and_channels_last_preserved():
 # ----------------------------------------------------------------------------------------------------
 
 
+def test_shared_references_are_encoded_once_with_the_same_result():
+    """Issue 14 item 10: a clip's 5 targets share one reference set; encoding it once (I_r (B/5, ...))
+    gives the outputs of encoding it for every frame, and the same gradients (float64: exact; GroupNorm
+    is per sample, and the repeat's backward sums what the 5 copies would send back)."""
+    torch.manual_seed(0)
+    g = build_generator("demo", width=0.125).eval()
+    b = make_batch(64, 1)
+    T = 5
+    once = {**{k: v.repeat_interleave(T, 0) for k, v in b.items() if k != "I_r"}, "I_r": b["I_r"],
+            "M": occlusion_mask((104, 80), 1.0, batch=T), "A": torch.randn(T, 1, 80, 16)}
+    every = {**once, "I_r": b["I_r"].repeat_interleave(T, 0)}
+    with torch.no_grad():
+        assert torch.allclose(g(once)["I_out"], g(every)["I_out"], atol=1e-5)
+    with pytest.raises(ValueError, match="cannot share"):
+        g({**every, "I_r": b["I_r"].repeat(2, 1, 1, 1)})  # 5 frames over 2 sets
+    E, T_ = g.E_r.double(), g.transform.double()
+    I, p = b["I_r"].double(), torch.randn(T, 2 * g.cfg.chans[2], dtype=torch.float64)
+    grads = []
+    for shared in (True, False):
+        E.zero_grad()
+        T_.zero_grad()
+        f = E(I) if shared else E(I.repeat_interleave(T, 0))
+        out, _ = T_(f, p, repeat=T if shared else 1)
+        out.square().sum().backward()
+        grads.append(torch.cat([q.grad.flatten() for m in (E, T_.pre) for q in m.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+
+
+def test_style_spread_measures_how_much_the_adain_style_varies():
+    torch.manual_seed(0)
+    m = IntraModalityAlignment(16, 16, n_blocks=2)
+    l_r = torch.randn(4, 16)
+    assert m.style_spread(l_r[:1].expand(4, -1)) == 0  # one style for the whole batch: collapsed
+    assert m.style_spread(l_r) > 0 and m.style_spread(l_r).dim() == 0
+
+
 def test_contrast_state_and_exact_resume():
     torch.manual_seed(0)
     m = InterModalityContrast(dim=16, hidden=16, proj_dim=8, queue_size=10)
     keys = set(m.state_dict())
-    assert {"queue_v", "queue_a", "queue_ptr", "queue_len", "g_v_m.net.0.weight", "g_a_m.net.2.bias"} <= keys
+    assert {"queue_v", "queue_a", "queue_id", "queue_ptr", "g_v_m.net.0.weight", "g_a_m.net.2.bias"} <= keys
     assert not any(p.requires_grad for p in m.g_v_m.parameters())
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    data = [(torch.randn(4, 16), torch.randn(4, 16)) for _ in range(5)]
-    for v, a in data[:3]:
+    data = [(torch.randn(4, 16), torch.randn(4, 16), torch.arange(4) + 10 * i) for i in range(5)]
+    for v, a, ids in data[:3]:
         opt.zero_grad()
-        m(v, a).backward()
+        m(v, a, ids).backward()
         opt.step()
-    assert int(m.queue_len) == 10 and int(m.queue_ptr) == 2  # 12 keys written into a ring of 10
+    assert int(m.queue_ptr) == 2  # 12 keys written into a ring of 10: the oldest two overwritten
+    assert m.queue_id.tolist() == [22, 23, 2, 3, 10, 11, 12, 13, 20, 21]
     m2 = copy.deepcopy(m)
     m2.load_state_dict(m.state_dict())
-    for v, a in data[3:]:
-        assert torch.equal(m(v, a), m2(v, a))
+    for v, a, ids in data[3:]:
+        assert torch.equal(m(v, a, ids), m2(v, a, ids))
     assert torch.equal(m.queue_v, m2.queue_v) and torch.equal(m.g_a_m.net[0].weight, m2.g_a_m.net[0].weight)
 
 
@@ -306,9 +362,41 @@ def test_contrast_eval_does_not_touch_queue_and_tau_is_clamped():
     with torch.no_grad():
         m.tau.fill_(5.0)
     q = m.queue_v.clone()
-    m(torch.randn(3, 16), torch.randn(3, 16), a_neg=torch.randn(3, 2, 16), groups=torch.tensor([0, 0, 1]))
-    assert torch.equal(m.queue_v, q) and int(m.queue_len) == 0
+    m(torch.randn(3, 16), torch.randn(3, 16), torch.tensor([0, 0, 1]))
+    assert torch.equal(m.queue_v, q) and (m.queue_id == -1).all()
     assert m.tau.item() == 0.5
+
+
+def test_queue_keys_of_the_rows_own_clip_and_empty_slots_are_not_negatives():
+    """METHOD Sec. 3 item 3 (revised): a queued key of the query's own clip is a near-duplicate of its
+    positive, and an unwritten slot is noise; neither may enter the denominator. Before the fix the queue
+    had no clip ids (only a fill count), so a same-clip key always counted."""
+    torch.manual_seed(0)
+    m = InterModalityContrast(dim=16, hidden=16, proj_dim=8, queue_size=6).eval()
+    v, a = torch.randn(2, 16), torch.randn(2, 16)
+    ids = torch.tensor([7, 8])
+    empty = m(v, a, ids)
+    with torch.no_grad():  # slot 0: a key of clip 7 (row 0's own clip); slots 1..5 stay empty
+        m.queue_a[0] = m.g_a_m(a[:1]).squeeze(0)
+        m.queue_v[0] = m.g_v_m(v[:1]).squeeze(0)
+        m.queue_id[0] = 7
+    own = m(v, a, ids)
+    # row 0 ignores it; row 1 (clip 8) counts it: the loss changes through row 1 only
+    with torch.no_grad():
+        m.queue_id[0] = 9  # the same key from another clip: both rows count it
+        other = m(v, a, ids)
+    assert not torch.isclose(own, empty) and not torch.isclose(other, own) and other > own > empty
+    with torch.no_grad():
+        m.queue_id[0] = -1  # marked empty again: back to the empty-queue loss, whatever the stored vector
+    assert torch.isclose(m(v, a, ids), empty)
+
+
+def test_clip_keys_are_stable_and_distinct():
+    from g4g.train.data import Clip
+
+    a, b = Clip("hdtf/WDA_x_000", 100, "f", "m"), Clip("hdtf/WDA_x_001", 50, "g", "n")
+    assert a.key == Clip("hdtf/WDA_x_000", 7, "other", "paths").key  # the id alone names the clip
+    assert a.key != b.key and 0 <= a.key < 2 ** 63 and isinstance(a.key, int)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -357,6 +445,19 @@ def test_lower_face_mask(scale):
     assert g[0, 0, row(300), col(160)] > 0.95  # below the mouth, well inside the hull
     assert g[0, 0, row(60), col(160)] < 1e-3  # brow level
     assert g[0, 0, :5].max() < 1e-3
+
+
+def test_landmark_sketch_is_the_same_drawing_at_every_scale():
+    """Issue 14 item 7: the line width is a fraction of the face, so the ink (sum of coverage) per face
+    area is the same at 104 x 80 and 416 x 320; a fixed 1 px line gave 4 times the ink at the small scale."""
+    ink = {}
+    for scale in SCALES:
+        H, W = face_size(scale)
+        ink[scale] = landmark_sketch(fake_landmarks((H, W), 1), (H, W)).sum().item() / (H * W)
+    assert abs(ink[64] / ink[256] - 1) < 0.1 and abs(ink[128] / ink[256] - 1) < 0.1
+    # thin lines: coverage peaks at the line width (box filter), never above it
+    sk = landmark_sketch(fake_landmarks((104, 80), 1), (104, 80), thickness=1.0)  # 0.25 px here
+    assert 0.2 < sk.max() <= 0.25 + 1e-6
 
 
 def test_landmark_sketch_has_no_lips_or_lower_jaw():

@@ -72,19 +72,19 @@ def test_sampler_shapes_and_constraints(synth, T):
 
     clips = read_clips(str(synth))
     cfg = variant_config(SMALL, "full", 64)
-    ds = G4GSamples(clips, cfg, T, seed=3, n_hard_negatives=2)
+    ds = G4GSamples(clips, cfg, T, seed=3)
     for i in range(12):
         s = ds[i]
         assert s["I_t"].shape == (T, 3, 104, 80) and s["I_t"].dtype == torch.uint8
         assert s["I_r"].shape == (15, 104, 80) and s["A"].shape == (T, 1, 80, 16)
-        assert s["A_neg"].shape == (T, 2, 1, 80, 16) and s["lmk"].shape == (T, 68, 2)
+        assert "A_neg" not in s and s["lmk"].shape == (T, 68, 2)  # no hard negatives (docs/decisions.md)
         assert s["lmk_r"].shape == (5, 68, 2)  # the references': G is built from them
         assert s["M"].shape == (T, 1, 104, 80) and round(float(s["mask_scale"][0]), 3) in (0.8, 1.0, 1.2)
         assert 1.0 <= float(s["zoom"]) < 1.15 / 1.05
         frames, refs = s["frames"].numpy(), s["refs"].numpy()
         assert np.all(np.diff(frames) == 1) and len(set(s["clip"].tolist())) == 1  # consecutive, one clip
         assert np.abs(refs[:, None] - frames[None, :]).min() >= 5  # references >= 5 frames away
-        clip = clips[int(s["clip"][0])]
+        clip = next(c for c in clips if c.key == int(s["clip"][0]))  # the clip's stable id
         mel = MelReader(clip.mels_path).mel(clip.clip_id)
         for k, t in enumerate(frames):  # the audio window of each target frame
             np.testing.assert_array_equal(s["A"][k, 0].numpy(), audio_windows(mel, np.array([t]))[0])
@@ -468,3 +468,24 @@ def test_clip_stage_refuses_an_expert_of_another_mouth_size(synth, expert_file, 
     with pytest.raises(ValueError, match=r"train.stages\[1\] works at mouth size 128.*sync.mouth_size 64"):
         training_loop(str(synth), tmp_path / "run", tmp_path / "model.pt", model=SMALL, train=train,
                       syncnet=str(expert_file), tracking={"mlflow": False})
+
+
+def test_loss_buffer_reads_every_step_back_in_order():
+    from g4g.train.run import LossBuffer
+
+    buf = LossBuffer()
+    buf.add(1, {"L_r": torch.tensor(0.5), "total": torch.tensor(2.0, requires_grad=True) * 1}, {"stage": 0},
+            {"step_s": 0.1})
+    buf.add(2, {"L_r": torch.tensor(0.25), "D_temporal": torch.tensor(3.0)}, {"stage": 1})
+    rows = buf.drain()
+    assert rows == [(1, {"stage": 0, "L_r": 0.5, "total": 2.0}, {"step_s": 0.1}),
+                    (2, {"stage": 1, "L_r": 0.25, "D_temporal": 3.0}, {})]
+    assert buf.drain() == []
+
+
+def test_ranks_agree_on_a_stop_only_every_few_steps():
+    from g4g.train.distributed import Dist, stop_agreed
+
+    assert stop_agreed(True, Dist(), 7, 50) and not stop_agreed(False, Dist(), 50, 50)  # one process: at once
+    # several ranks: between agreement steps no collective runs (none is initialised here) and none stops
+    assert not stop_agreed(True, Dist(rank=0, world=2), 7, 50)

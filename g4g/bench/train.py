@@ -27,6 +27,7 @@ from g4g.models.g4g import model_config
 from g4g.models.sync_expert import SyncExpert
 from g4g.params import LossWeights
 from g4g.train.data import G4GSamples, device_batch, make_loader, read_clips
+from g4g.train.run import LossBuffer
 from g4g.train.step import build_nets, train_step
 from g4g.train.synthetic import write_synthetic
 from g4g.weights import WeightsError
@@ -72,11 +73,14 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
     if cl:
         torch.cuda.reset_peak_memory_stats()
     t_data = t_comp = 0.0
-    t_last = time.time()
+    t_last, losses = time.time(), LossBuffer()
     for i, batch_ in enumerate(make_loader(ds, batch, 0, warmup + steps, workers, 4, pin_memory=cl)):
         t0 = time.time()
         b = device_batch(batch_, device, cl)
-        train_step(n, b, T, gan=gan)
+        g, dl, _ = train_step(n, b, T, gan=gan)
+        losses.add(i, {**g, **{f"D_{k}": v for k, v in dl.items()}}, {})  # as the loop logs them
+        if i % 10 == 0:
+            losses.drain()
         sync()
         if i >= warmup:
             t_data += t0 - t_last

@@ -160,7 +160,7 @@ class Lipsync:
         for i in range(0, len(faces), self.p.batch_size):
             n = len(faces[i:i + self.p.batch_size])
             batch = {"I_t": self._tensor(faces[i:i + n]),  # (n, 3, H, W)
-                     "I_r": refs["I_r"].expand(n, -1, -1, -1),  # (n, 15, H, W)
+                     "I_r": refs["I_r"],  # (1, 15, H, W): one set for the batch, encoded once
                      "lmk_r": refs["lmk_r"].expand(n, -1, -1, -1),  # (n, n_refs, 68, 2): G comes from these
                      "A": torch.from_numpy(mels[i:i + n]).to(self.device)[:, None].float(),  # (n, 1, 80, 16)
                      "lmk": torch.from_numpy(lmk[i:i + n]).to(self.device).float()}  # (n, 68, 2)

@@ -21,6 +21,17 @@ from g4g.models.blocks import ResBlock
 # ----------------------------------------------------------------------------------------------------
 
 
+def sampling_grid(theta: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """F.affine_grid(theta, [N, 1, H, W], align_corners=False) in elementwise float32: theta (N, 2, 3) ->
+    (N, H, W, 2) sampling coordinates (x, y) of each output pixel centre."""
+    dev = theta.device
+    xs = (2 * torch.arange(W, device=dev, dtype=torch.float32) + 1) / W - 1  # (W,) pixel centres
+    ys = (2 * torch.arange(H, device=dev, dtype=torch.float32) + 1) / H - 1  # (H,)
+    t = theta.float()[:, :, :, None, None]  # (N, 2, 3, 1, 1)
+    xy = t[:, :, 0] * xs[None, None, None, :] + t[:, :, 1] * ys[None, None, :, None] + t[:, :, 2]  # (N, 2, H, W)
+    return xy.permute(0, 2, 3, 1)
+
+
 def affine_warp(feat: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor, tx: torch.Tensor,
                 ty: torch.Tensor, aspect_correct: bool = True) -> torch.Tensor:
     """Warp each channel of feat (B, C, H, W) with its own similarity transform; params are (B, C).
@@ -35,7 +46,10 @@ def affine_warp(feat: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor, tx
       the coarse-to-fine scales (64 -> 128 -> 256), and identity parameters return the input exactly.
     - `aspect_correct`: the rotation is a true rotation in pixel space (A = s D^-1 R D with
       D = diag(W/2, H/2)); without it, a rotation in normalised coordinates shears non-square maps.
-    - grid_sample runs in float32 (also under bf16 autocast); bilinear, zero padding outside.
+    - The grid is true float32 (also under bf16 autocast, and with TF32 on): it is built by elementwise
+      arithmetic (`sampling_grid`), not by F.affine_grid, a batched matmul that CUDA runs in TF32 (a
+      10-bit mantissa: errors of 1e-3 of the map) when TF32 is on for the convolutions and Linear layers
+      (g4g.train.distributed.init). grid_sample (bilinear, zero padding outside) runs in float32 too.
     """
     B, C, H, W = feat.shape
     with torch.autocast(device_type=feat.device.type, enabled=False):
@@ -44,8 +58,7 @@ def affine_warp(feat: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor, tx
         ar = H / W if aspect_correct else 1.0
         row0 = torch.stack([s * cos, -s * sin * ar, tx.float().reshape(B * C)], dim=1)  # (BC, 3)
         row1 = torch.stack([s * sin / ar, s * cos, ty.float().reshape(B * C)], dim=1)  # (BC, 3)
-        theta = torch.stack([row0, row1], dim=1)  # (BC, 2, 3)
-        grid = F.affine_grid(theta, [B * C, 1, H, W], align_corners=False)  # (BC, H, W, 2)
+        grid = sampling_grid(torch.stack([row0, row1], dim=1), H, W)  # (BC, H, W, 2)
         x = feat.float().reshape(B * C, 1, H, W)  # (BC, 1, H, W)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = out.reshape(B, C, H, W).to(feat.dtype)
@@ -95,9 +108,10 @@ class AdaptiveSpatialTransform(nn.Module):
         self.adaat = AdaAT(c, p_dim, hidden, aspect_correct)
         self.post = nn.Sequential(*[ResBlock(c, norm) for _ in range(n_post)])
 
-    def forward(self, f_ref: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """(F_def (B, C, h, w), AdaAT params dict of (B, C))."""
+    def forward(self, f_ref: torch.Tensor, p: torch.Tensor, repeat: int = 1) -> tuple[torch.Tensor, dict]:
+        """(F_def (B, C, h, w), AdaAT params dict of (B, C)); f_ref (B / repeat, C, h, w) holds one map per
+        `repeat` consecutive frames that share their references (the pre-warp blocks run once for them)."""
         k = self.adaat.params(p)
-        x = self.pre(f_ref)  # (B, C, h, w)
+        x = self.pre(f_ref).repeat_interleave(repeat, dim=0)  # (B, C, h, w)
         x = affine_warp(x, k["scale"], k["angle"], k["tx"], k["ty"], self.adaat.aspect_correct)
         return self.post(x), k

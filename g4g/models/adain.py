@@ -89,6 +89,15 @@ class IntraModalityAlignment(nn.Module):
         else:
             self.blocks = nn.ModuleList([ResBlock(c, norm) for _ in range(n_blocks)])
 
+    @torch.no_grad()
+    def style_spread(self, l_r: torch.Tensor) -> torch.Tensor:
+        """How much the AdaIN style varies across a batch: the std over the batch of every block's
+        (sigma_dot, mu_dot), averaged over channels and layers (0-dim). Near 0 the landmark code has
+        collapsed to a constant style (both sides of L_v can meet through constant directions, Eq. 19)."""
+        spreads = [torch.cat(norm.predict(l_r), dim=1).std(dim=0, correction=0).mean()
+                   for block in self.blocks for norm in (block.norm1, block.norm2)]
+        return torch.stack(spreads).mean()
+
     def forward(self, f_s: torch.Tensor, f_ref: torch.Tensor,
                 l_r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(ibar_s, F_align), both (B, C, h, w); l_r (B, style_dim) is required when aligned."""

@@ -3,7 +3,8 @@
 - occlusion_mask: the mouth box at scale 0.8 / 1.0 / 1.2 of the 256 x 256 mouth square (Sec. 4).
 - lower_face_mask: G, the Gaussian-smoothed filled hull of the references' jaw points 2..14 and nose base
   p33, mapped to the target's head pose and widened (Sec. 3.6, revised: nothing of the target's own mouth).
-- landmark_sketch: L_r, anti-aliased 1 px polylines of the pose landmarks, no lips (Sec. 2).
+- landmark_sketch: L_r, anti-aliased polylines of the pose landmarks, no lips (Sec. 2), their width
+  a fixed fraction of the face at every scale.
 Landmarks are (B, 68, 2) (x, y) in crop pixel coordinates with pixel (row i, col j) centred at
 (x=j, y=i), the OpenCV convention. Everything runs batched on any device, without OpenCV.
 """
@@ -192,9 +193,14 @@ def sketch_segments() -> list[tuple[int, int]]:
     return segs
 
 
-def landmark_sketch(lmk: torch.Tensor, size: tuple[int, int], thickness: float = 1.0) -> torch.Tensor:
-    """L_r: anti-aliased polylines (coverage = clamp(thickness/2 + 1/2 - distance, 0, 1)), max over
-    segments, at the working resolution: (B, 68, 2) -> (B, 1, H, W) in [0, 1]."""
+def landmark_sketch(lmk: torch.Tensor, size: tuple[int, int], thickness: float = 2.0) -> torch.Tensor:
+    """L_r: anti-aliased polylines of the pose landmarks, max over segments: (B, 68, 2) -> (B, 1, H, W)
+    in [0, 1]. `thickness` is the line width in px of the 416 x 320 face; at a working size (H, W) the
+    line is thickness * W / 320 px wide, so the sketch is the same drawing at every coarse-to-fine
+    scale (a fixed pixel width would make it 4 times thicker, relative to the face, at 104 x 80).
+    Coverage of a pixel at distance d from the segment, for a line of width w: the overlap of the
+    line's cross-section [d - w/2, d + w/2] with the pixel [-1/2, 1/2], min(w, w/2 + 1/2 - d) in [0, 1]."""
+    w = thickness * size[1] / FULL_SIZE[1]
     lmk = torch.as_tensor(lmk).float()
     B = lmk.shape[0]
     x = _pixel_centres(size, lmk.device)[None]  # (1, HW, 2)
@@ -204,5 +210,5 @@ def landmark_sketch(lmk: torch.Tensor, size: tuple[int, int], thickness: float =
         t = ((x - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)  # (B, HW)
         nearest = a + t.clamp(0, 1)[..., None] * ab  # (B, HW, 2)
         dist = (x - nearest).norm(dim=-1)  # (B, HW)
-        out = torch.maximum(out, (thickness / 2 + 0.5 - dist).clamp(0, 1))
+        out = torch.maximum(out, torch.clamp(torch.clamp(w / 2 + 0.5 - dist, max=w), 0, 1))
     return out.view(B, 1, *size)

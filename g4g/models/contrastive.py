@@ -4,7 +4,12 @@ Projection heads g_v, g_a (Linear -> ReLU -> Linear, L2-normalised) map the pool
 audio code a to a shared space. Momentum copies g'_v, g'_a (EMA) produce the keys and fill a queue of
 negatives, as in MoCo / ALBEF, because a batch of 3 alone gives almost no negatives. Only the heads
 have momentum copies (the keys are computed from detached v, a): copying the whole generator would
-double its cost. Queues, pointer and fill count are buffers, so a checkpoint resumes exactly.
+double its cost. Queues, their clip ids and the pointer are buffers, so a checkpoint resumes exactly.
+
+Every queued key carries the id of its clip, and a row never counts keys of its own clip as negatives
+(METHOD Sec. 3 item 3, revised): on HDTF a clip sits about 10 times in a 4096-key queue, and its other
+frames are near-duplicates of the positive. Empty slots carry id -1 and are masked the same way, so the
+forward pass never reads the fill count back to the host (no device sync per step).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+EMPTY = -1  # clip id of a queue slot never written
 
 # ----------------------------------------------------------------------------------------------------
 # Projection head and the InfoNCE term
@@ -32,25 +39,26 @@ class ProjectionHead(nn.Module):
 
 
 def info_nce(query: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None, tau: torch.Tensor,
-             row_neg: torch.Tensor | None = None, batch_mask: torch.Tensor | None = None) -> torch.Tensor:
+             batch_mask: torch.Tensor | None = None, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy with the positive on the diagonal (Eq. 8-9).
 
     query (B, D), pos (B, D): s_ij = q_i . k_j / tau, target j = i; other batch keys are negatives.
-    neg (Q, D): extra negatives shared by all rows (the queue). row_neg (B, N, D): negatives only for
-    their own row (hard negatives). batch_mask (B, B) bool: True where an off-diagonal batch key must
-    not count as a negative (e.g. frames of the same clip).
+    neg (Q, D): extra negatives shared by all rows (the queue). batch_mask (B, B) bool: True where an
+    off-diagonal batch key must not count as a negative (frames of the same clip). neg_mask (B, Q) bool:
+    True where a queue key must not count for that row (its own clip, an empty slot).
     """
     B = len(query)
     logits = [query @ pos.t()]  # (B, B)
     if neg is not None and len(neg):
         logits.append(query @ neg.t())  # (B, Q)
-    if row_neg is not None:
-        logits.append(torch.einsum("bd,bnd->bn", query, row_neg))  # (B, N)
     s = torch.cat(logits, dim=1) / tau  # Eq. 7
+    # masks go in after the division by tau: -inf / tau would give the temperature a NaN gradient (0 * inf)
+    drop = torch.zeros_like(s, dtype=torch.bool)
     if batch_mask is not None:
-        # mask after dividing by tau: -inf / tau would give the temperature a NaN gradient (0 * inf)
-        off = batch_mask & ~torch.eye(B, dtype=torch.bool, device=query.device)
-        s = torch.cat([s[:, :B].masked_fill(off, float("-inf")), s[:, B:]], dim=1)
+        drop[:, :B] = batch_mask & ~torch.eye(B, dtype=torch.bool, device=query.device)
+    if neg_mask is not None and neg is not None and len(neg):
+        drop[:, B:B + len(neg)] = neg_mask
+    s = s.masked_fill(drop, float("-inf"))  # the diagonal is never dropped: every row stays finite
     target = torch.arange(B, device=query.device)
     return F.cross_entropy(s, target)
 
@@ -63,10 +71,12 @@ def info_nce(query: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None, t
 class InterModalityContrast(nn.Module):
     """Symmetric InfoNCE between v and a with momentum heads, a negative queue and a learnable tau.
 
-    forward(v, a, a_neg=None, groups=None) -> scalar loss. In training mode it first updates the
-    momentum heads (EMA `momentum`) and, after the loss, pushes the momentum keys into the queues.
-    a_neg (B, N, D): codes of the same clip's audio shifted by >= 5 frames (hard negatives, audio side).
-    groups (B,): clip ids; off-diagonal pairs of one clip are not used as in-batch negatives.
+    forward(v, a, groups) -> scalar loss. In training mode it first updates the
+    momentum heads (EMA `momentum`) and, after the loss, pushes the momentum keys and their clip ids into
+    the queues. groups (B,) int64 >= 0: clip ids; keys of the row's own clip (in the batch and in the
+    queue) are not negatives. There are no hard negatives (the same clip's audio shifted by >= 5
+    frames, METHOD Sec. 3 item 3 originally): v carries nothing of the target mouth, so in the v -> a
+    direction such a window cannot be told from the true one (docs/decisions.md, measured).
     """
 
     def __init__(self, dim: int = 256, hidden: int = 256, proj_dim: int = 128, queue_size: int = 4096,
@@ -80,8 +90,8 @@ class InterModalityContrast(nn.Module):
         self.tau = nn.Parameter(torch.tensor(float(tau)))
         self.register_buffer("queue_v", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
         self.register_buffer("queue_a", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_id", torch.full((queue_size,), EMPTY, dtype=torch.long))  # clip of each key
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))  # valid entries
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -91,14 +101,14 @@ class InterModalityContrast(nn.Module):
                 p_m.mul_(self.momentum).add_(p.detach(), alpha=1.0 - self.momentum)
 
     @torch.no_grad()
-    def enqueue(self, k_v: torch.Tensor, k_a: torch.Tensor) -> None:
-        """Write keys (B, D) at the ring-buffer pointer (oldest entries are overwritten)."""
+    def enqueue(self, k_v: torch.Tensor, k_a: torch.Tensor, ids: torch.Tensor) -> None:
+        """Write keys (B, D) and their clip ids (B,) at the ring-buffer pointer (oldest are overwritten)."""
         n = min(len(k_v), self.queue_size)
         idx = (self.queue_ptr + torch.arange(n, device=k_v.device)) % self.queue_size
         self.queue_v[idx] = k_v[-n:].to(self.queue_v.dtype)
         self.queue_a[idx] = k_a[-n:].to(self.queue_a.dtype)
+        self.queue_id[idx] = ids[-n:]
         self.queue_ptr.copy_((self.queue_ptr + n) % self.queue_size)
-        self.queue_len.copy_(torch.clamp(self.queue_len + n, max=self.queue_size))
 
     def temperature(self) -> torch.Tensor:
         """tau, clamped in place to tau_range (as ALBEF does) so the optimiser cannot push it out."""
@@ -106,8 +116,7 @@ class InterModalityContrast(nn.Module):
             self.tau.clamp_(*self.tau_range)
         return self.tau
 
-    def forward(self, v: torch.Tensor, a: torch.Tensor, a_neg: torch.Tensor | None = None,
-                groups: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, v: torch.Tensor, a: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=v.device.type, enabled=False):
             v, a = v.float(), a.float()
             if self.training:
@@ -115,13 +124,13 @@ class InterModalityContrast(nn.Module):
             z_v, z_a = self.g_v(v), self.g_a(a)  # Eq. 6, (B, D)
             with torch.no_grad():
                 k_v, k_a = self.g_v_m(v.detach()), self.g_a_m(a.detach())  # momentum keys, (B, D)
-                k_neg = self.g_a_m(a_neg.detach().float()) if a_neg is not None else None  # (B, N, D)
-            n = int(self.queue_len)
-            q_v, q_a = self.queue_v[:n].clone(), self.queue_a[:n].clone()  # valid queue entries, (n, D)
-            mask = groups[:, None] == groups[None, :] if groups is not None else None  # (B, B)
+            batch_mask = groups[:, None] == groups[None, :]  # (B, B)
+            ids = self.queue_id.clone()  # (Q,): a snapshot, enqueue below writes in place
+            queue_mask = (ids[None, :] == groups[:, None]) | (ids[None, :] == EMPTY)  # (B, Q)
+            q_v, q_a = self.queue_v.clone(), self.queue_a.clone()  # (Q, D)
             tau = self.temperature()
-            loss_v2a = info_nce(z_v, k_a, q_a, tau, row_neg=k_neg, batch_mask=mask)  # Eq. 8
-            loss_a2v = info_nce(z_a, k_v, q_v, tau, batch_mask=mask)  # Eq. 9
+            loss_v2a = info_nce(z_v, k_a, q_a, tau, batch_mask=batch_mask, neg_mask=queue_mask)  # Eq. 8
+            loss_a2v = info_nce(z_a, k_v, q_v, tau, batch_mask=batch_mask, neg_mask=queue_mask)  # Eq. 9
             if self.training:
-                self.enqueue(k_v, k_a)
+                self.enqueue(k_v, k_a, groups)
             return 0.5 * (loss_v2a + loss_a2v)  # Eq. 10

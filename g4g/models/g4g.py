@@ -44,7 +44,7 @@ class G4GConfig:
     momentum: float = 0.995              # EMA of the momentum projection heads
     tau: float = 0.07                    # initial InfoNCE temperature, clamped to [0.01, 0.5]
     mask_sigma_frac: float = 0.04        # Gaussian sigma of G as a fraction of the face width
-    sketch_thickness: float = 1.0        # L_r line width in px at the working resolution
+    sketch_thickness: float = 2.0        # L_r line width in px of the 416 x 320 face (scaled with the face)
     aspect_correct: bool = True          # AdaAT rotations are rigid in pixel space
     norm: str = "group"                  # norm of every conv block
 
@@ -98,13 +98,14 @@ class G4G(nn.Module):
 
     Inputs (H, W = cfg.face_size; images RGB in [0, 1]):
       I_t (B, 3, H, W)   the unmasked target/source frame (context of the composite), required
-      I_r (B, 15, H, W)  5 reference frames stacked frame-major, required
+      I_r (B / k, 15, H, W)  5 reference frames stacked frame-major, required; one set per k consecutive
+                         frames (a clip's 5 targets, a lipsync batch): the reference encoder and the
+                         pre-warp blocks run once per set, not once per frame
       A   (B, 1, 80, 16) mel window of the frame, required
       M   (B, 1, H, W)   occlusion mask (default: mouth box at scale 1.0)
       I_s (B, 3, H, W)   masked source (default: I_t * (1 - M))
       L_r (B, 1, H, W)   landmark sketch    } either given, or rendered from
       G   (B, 1, H, W)   lower-face mask    } lmk (B, 68, 2) in crop pixel coordinates
-      A_neg (B, N, 1, 80, 16)  optional shifted audio windows (hard negatives)
     """
 
     def __init__(self, cfg: G4GConfig | None = None):
@@ -154,12 +155,13 @@ class G4G(nn.Module):
     def forward(self, batch: dict) -> dict:
         b = self.prepare(batch)
         f_s = self.E_s(torch.cat([b["I_s"], b["M"].to(b["I_s"].dtype)], dim=1))  # (B, c3, h, w)
-        f_ref = self.E_r(b["I_r"])  # (B, c3, h, w)
+        k = refs_per_set(len(b["I_t"]), len(b["I_r"]))
+        f_ref = self.E_r(b["I_r"])  # (B / k, c3, h, w)
         l_r = self.E_l(b["L_r"]) if self.E_l is not None else None  # (B, c3)
         a = self.encode_audio(b["A"])  # (B, c3)
-        ibar_s, f_align = self.align(f_s, f_ref, l_r)  # Eq. 5, 2 x (B, c3, h, w)
+        ibar_s, f_align = self.align(f_s, f_ref.repeat_interleave(k, dim=0), l_r)  # Eq. 5, 2 x (B, c3, h, w)
         v = self.code_v(f_align)  # (B, c3)
-        f_def, adaat = self.transform(f_ref, torch.cat([v, a], dim=1))  # Eq. 18, (B, c3, h, w)
+        f_def, adaat = self.transform(f_ref, torch.cat([v, a], dim=1), repeat=k)  # Eq. 18, (B, c3, h, w)
         i_gen = self.decoder(f_s, f_def, tuple(b["I_t"].shape[-2:]))  # (B, 3, H, W)
         g = b["G"]
         i_comp = composite(i_gen, b["I_t"], g)  # (B, 3, H, W)
@@ -167,12 +169,17 @@ class G4G(nn.Module):
         out = {"I_s": b["I_s"], "M": b["M"], "G": g, "I_gen": i_gen, "I_comp": i_comp, "I_out": i_out,
                "ibar_pool": ibar_s.mean(dim=(2, 3)), "F_align_pool": f_align.mean(dim=(2, 3)),
                "l_r": l_r, "v": v, "a": a, "adaat": adaat}
-        if b.get("A_neg") is not None:
-            out["a_neg"] = self.encode_audio(b["A_neg"])  # (B, N, c3)
         return out
 
     def extra_repr(self) -> str:
         return f"{asdict(self.cfg)}, params={count_params(self) / 1e6:.2f}M"
+
+
+def refs_per_set(n_frames: int, n_sets: int) -> int:
+    """How many consecutive frames share each reference set: B frames over B / k sets."""
+    if n_sets == 0 or n_frames % n_sets:
+        raise ValueError(f"{n_frames} frames cannot share {n_sets} reference sets evenly")
+    return n_frames // n_sets
 
 
 def build_generator(name: str | G4GConfig = "paper", **overrides) -> G4G:

@@ -10,6 +10,7 @@ Images travel as uint8 (4x less to pin and copy); the training loop scales them 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 from collections import OrderedDict
@@ -39,6 +40,12 @@ class Clip:
     n_frames: int
     frames_path: str
     mels_path: str
+
+    @property
+    def key(self) -> int:
+        """A non-negative int64 naming the clip wherever it is drawn (the InfoNCE queue stores it with each
+        key): a hash of clip_id, not a list index, so it survives the stage filters, ranks and resumes."""
+        return int.from_bytes(hashlib.blake2b(self.clip_id.encode(), digest_size=7).digest(), "big")
 
 
 def min_clip_frames(targets: int, gap: int) -> int:
@@ -179,9 +186,9 @@ class G4GSamples(Dataset):
     """dataset[i] -> one training sample of T target frames of one clip with shared references.
 
     I_t (T, 3, H, W) uint8 targets; I_r (3 n_refs, H, W) uint8 references, each >= min_ref_gap frames
-    from every target; A (T, 1, 80, 16) audio windows; A_neg (T, N, 1, 80, 16) windows shifted >= 5
-    frames; lmk (T, 68, 2) target landmarks at the working size; M (T, 1, H, W) occlusion mask at
-    mask_scale (T,); clip (T,) clip index; frames (T,) target frames; refs (n_refs,) reference frames.
+    from every target; A (T, 1, 80, 16) audio windows; lmk (T, 68, 2) target landmarks at the working
+    size; M (T, 1, H, W) occlusion mask at mask_scale (T,); clip (T,) Clip.key; frames (T,) target
+    frames; refs (n_refs,) reference frames.
 
     The landmark sketch L_r and the lower-face mask G are rendered from lmk on the device by
     G4G.prepare (the same code as at inference; brute-force rendering is far cheaper batched on a GPU
@@ -190,10 +197,10 @@ class G4GSamples(Dataset):
 
     def __init__(self, clips: list[Clip], cfg, n_frames: int = 1, seed: int = 0, stream: int = 0,
                  crop_scale: tuple[float, float] | None = (1.05, 1.15), min_ref_gap: int = 5,
-                 n_hard_negatives: int = 2, cache_frames: int = 0, mel: MelParams = MelParams()):
+                 cache_frames: int = 0, mel: MelParams = MelParams()):
         self.src = FaceSource(clips, cache_frames)
         self.cfg, self.T, self.seed, self.stream = cfg, n_frames, seed, stream
-        self.crop_scale, self.min_ref_gap, self.n_neg, self.mel_p = crop_scale, min_ref_gap, n_hard_negatives, mel
+        self.crop_scale, self.min_ref_gap, self.mel_p = crop_scale, min_ref_gap, mel
         self.size = tuple(cfg.face_size)
         w = np.array([max(c.n_frames - n_frames + 1, 0) for c in clips], dtype=np.float64)
         self.clip_p = w / w.sum()  # uniform over valid windows
@@ -220,11 +227,11 @@ class G4GSamples(Dataset):
         scales = MASK_SCALES if self.cfg.multiscale_supervision else (1.0,)
         mask_scale = float(scales[rng.integers(len(scales))])
         z = float(rng.uniform(*self.crop_scale)) / 1.05 if self.crop_scale else 1.0
-        return self.assemble(rng, ci, targets, refs, mask_scale, z)
+        return self.assemble(ci, targets, refs, mask_scale, z)
 
-    def assemble(self, rng: np.random.Generator, ci: int, targets: np.ndarray, refs: np.ndarray,
-                 mask_scale: float = 1.0, z: float = 1.0) -> dict:
-        """The sample of given targets and references, occlusion scale and zoom (rng: hard negatives)."""
+    def assemble(self, ci: int, targets: np.ndarray, refs: np.ndarray, mask_scale: float = 1.0,
+                 z: float = 1.0) -> dict:
+        """The sample of given targets and references, occlusion scale and zoom."""
 
         clip, size, T = self.src.clips[ci], self.size, len(targets)
         M = zoom_matrix(z, size) if z != 1.0 else None
@@ -233,17 +240,15 @@ class G4GSamples(Dataset):
         if M is not None:
             lmk = lmk @ M[:, :2].T + M[:, 2]
         mel = self.src.mel(clip)
-        neg = shifted_frames(rng, targets, clip.n_frames, 5, self.n_neg)  # (T, N)
         return {
             "I_t": chw(faces[:T]),  # (T, 3, H, W) uint8
             "I_r": chw(faces[T:]).flatten(0, 1),  # (3 n_refs, H, W) uint8, frame-major
             "A": torch.from_numpy(audio_windows(mel, targets, self.mel_p))[:, None],  # (T, 1, 80, 16)
-            "A_neg": torch.from_numpy(audio_windows(mel, neg.ravel(), self.mel_p)).view(T, self.n_neg, 1, 80, -1),
             "lmk": torch.from_numpy(lmk[:T].astype(np.float32)),  # (T, 68, 2)
             "lmk_r": torch.from_numpy(lmk[T:].astype(np.float32)),  # (n_refs, 68, 2): G is built from these
             "M": occlusion_mask(size, mask_scale, batch=T),  # (T, 1, H, W)
             "mask_scale": torch.full((T,), mask_scale),
-            "clip": torch.full((T,), ci, dtype=torch.long),
+            "clip": torch.full((T,), clip.key, dtype=torch.long),
             "frames": torch.from_numpy(np.asarray(targets)),
             "refs": torch.from_numpy(np.asarray(refs)),
             "zoom": torch.tensor(z),
@@ -254,15 +259,16 @@ def device_batch(batch: dict, device: torch.device, channels_last: bool = False)
     """A collated G4G batch (B, T, ...) -> model inputs (B*T, ...) on the device, images in [0, 1].
 
     Clip samples are laid out clip-major (the frames of one clip adjacent), as the temporal D and the
-    sync loss expect; the shared references are repeated for each of the T frames.
+    sync loss expect. I_r stays one set per clip (B, 15, H, W): G4G encodes each set once for its T
+    frames; the references' landmarks are repeated per frame (B*T, n_refs, 68, 2) for the mask G.
     """
     B, T = batch["I_t"].shape[:2]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
-        if k in ("I_r", "lmk_r"):
-            v = v.repeat_interleave(T, dim=0)  # (B*T, 15, H, W), (B*T, n_refs, 68, 2)
+        if k == "lmk_r":
+            v = v.repeat_interleave(T, dim=0)  # (B*T, n_refs, 68, 2)
         elif k not in ("refs", "zoom") and v.dim() >= 2 and v.shape[:2] == (B, T):
             v = v.flatten(0, 1)
         if k in ("I_t", "I_r"):

@@ -38,6 +38,10 @@ def init(device: str | None = None) -> Dist:
     dev = resolve_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        # TF32 (10-bit mantissa) for the fp32 matmuls and convolutions that autocast leaves in fp32: the
+        # Linear layers (projection heads, InfoNCE similarities, AdaIN and AdaAT heads) and any conv run
+        # outside bf16. It is finer than the bf16 of everything else. Not for the AdaAT sampling grid,
+        # which is built elementwise in true fp32 (g4g.models.adaat.sampling_grid) and is never a matmul.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
@@ -53,6 +57,15 @@ def any_rank(flag: bool, d: Dist) -> bool:
     t = torch.tensor([float(flag)], device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def stop_agreed(requested: bool, d: Dist, step: int, every: int) -> bool:
+    """Whether every rank stops after `step` because one of them was asked to (a preemption signal). One
+    process answers at once; ranks agree every `every` steps only (the all-reduce and its host read are a
+    device sync), so a signal is acted on within `every` steps: keep SLURM's --signal lead above that."""
+    if d.world == 1:
+        return requested
+    return step % every == 0 and any_rank(requested, d)
 
 
 def barrier(d: Dist) -> None:

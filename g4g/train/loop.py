@@ -27,7 +27,7 @@ from g4g.train import distributed as dist
 from g4g.train.data import G4GSamples, device_batch, long_enough, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import sample_grid, save_png, training_curves
 from g4g.train.quality import held_out_clips, masked_psnr
-from g4g.train.run import TrainingRun, fingerprint
+from g4g.train.run import LossBuffer, TrainingRun, fingerprint
 from g4g.train.step import build_nets, train_step
 from g4g.utils import sha256_file, write_json
 from g4g.weights import WeightsError, get
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PERCEPTUAL_OFF = "off (no VGG weights)"
 COLUMNS = ["step", "stage", "scale", "total", "L_v", "L_p", "L_gan", "L_gan_frame", "L_gan_temporal", "L_r",
-           "L_con", "L_nce", "L_sync", "D_total", "D_frame", "D_temporal", "tau", "lr"]
+           "L_con", "L_nce", "L_sync", "D_total", "D_frame", "D_temporal", "tau", "style_spread", "lr"]
 
 
 class StageSchedule:
@@ -164,7 +164,7 @@ def training_loop(
     checkpoint_state = lambda: {**{k: v.state_dict() for k, v in parts.items() if v is not None},  # noqa: E731
                                 "sampler": {"next_step": step, "world": d.world}, "variant": variant}
 
-    begin, b, o = 0, None, None
+    begin, b, o, losses = 0, None, None, LossBuffer()
     with ck.Preemption() as pre:
         for si, stage in enumerate(train.stages):
             end, begin = begin + stage.steps, begin
@@ -175,7 +175,7 @@ def training_loop(
             scfg = dataclasses.replace(cfg, scale=stage.scale)
             usable = long_enough(clips, min_clip_frames(T, train.min_ref_gap), f"stage {si + 1} ({stage.mode})")
             ds = G4GSamples(usable, scfg, T, seed, stream=si, crop_scale=train.crop_scale,
-                            min_ref_gap=train.min_ref_gap, n_hard_negatives=train.n_hard_negatives,
+                            min_ref_gap=train.min_ref_gap,
                             cache_frames=train.frame_cache)
             loader = make_loader(ds, stage.batch, step - begin, stage.steps, train.workers, train.prefetch,
                                  d.rank, d.world, pin_memory=d.cuda)
@@ -189,16 +189,20 @@ def training_loop(
                 sched_g.step()
                 sched_d.step()
                 step += 1
-                dt = time.time() - t_last
-                row = {"stage": si, "scale": stage.scale, **{k: float(v.detach()) for k, v in g.items()},
-                       **{("D_total" if k == "total" else k): float(v.detach()) for k, v in dl.items()},
-                       "lr": n.opt_g.param_groups[0]["lr"]}
+                dt = time.time() - t_last  # host time: on CUDA a step's share of the queued work
+                terms = {**g, **{("D_total" if k == "total" else k): v for k, v in dl.items()}}
                 if n.G.contrast is not None:
-                    row["tau"] = float(n.G.contrast.tau.detach())
-                run.log(step, row, {"data_s": t_data, "step_s": dt, "samples_s": len(b["I_t"]) * d.world / dt})
+                    terms["tau"] = n.G.contrast.tau
+                if o.get("l_r") is not None:
+                    terms["style_spread"] = n.G.align.style_spread(o["l_r"])
+                losses.add(step, terms, {"stage": si, "scale": stage.scale, "lr": n.opt_g.param_groups[0]["lr"]},
+                           {"data_s": t_data, "step_s": dt, "samples_s": len(b["I_t"]) * d.world / dt})
                 if d.main and train.sample_every and step % train.sample_every == 0:
                     _save_samples(run, b, o, step)
-                stop = dist.any_rank(pre.requested or step == stop_at, d)
+                stop = step == stop_at or dist.stop_agreed(pre.requested, d, step, train.log_every)
+                if stop or step == end or step % train.log_every == 0 or step % train.checkpoint_every == 0:
+                    for k, row, timing in losses.drain():  # the losses reach the host here, not per term
+                        run.log(k, row, timing)
                 if run.end_step(step, train.checkpoint_every, train.total_steps, stop, pre, checkpoint_state,
                                 force=step == end):  # a checkpoint closes every stage
                     return {"step": step}

@@ -29,9 +29,10 @@ def sample_grid(batch: dict, out: dict, rows: int = 4) -> np.ndarray:
 
     n = min(rows, len(batch["I_t"]))
     H, W = batch["I_t"].shape[-2:]
+    per_set = len(batch["I_t"]) // len(batch["I_r"])  # frames sharing one reference set (a clip)
     lines = []
     for i in range(n):
-        refs = batch["I_r"][i].reshape(-1, 3, H, W)
+        refs = batch["I_r"][i // per_set].reshape(-1, 3, H, W)
         small = [cv2.resize(_img(r), (W // 2, H // 2), interpolation=cv2.INTER_AREA) for r in refs]
         small += [np.zeros_like(small[0])] * (6 - len(small))
         ref_tile = np.concatenate([np.concatenate(small[:3], 1), np.concatenate(small[3:6], 1)], 0)

@@ -83,7 +83,7 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
 
     was_training = generator.training
     generator.eval()
-    ds = G4GSamples(clips, cfg, n_frames=1, seed=seed, crop_scale=None, n_hard_negatives=1)
+    ds = G4GSamples(clips, cfg, n_frames=1, seed=seed, crop_scale=None)
     t_, b_, l_, r_ = mouth_box(ds.size, 1.0)
     kinds = ("model", "generated", "composite", "reference_paste", "mean_face_paste", "reference_composite",
              "mean_face_composite")
@@ -94,7 +94,7 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
         mean_face = (mean_face.float().mean(0) / 255.0).permute(2, 0, 1).to(device)  # (3, H, W)
         rng = np.random.default_rng([seed, 11, ci])
         targets = np.unique(np.linspace(0, clip.n_frames - 1, min(frames, clip.n_frames)).round().astype(int))
-        samples = [ds.assemble(rng, ci, np.array([t]), ds.references(rng, clip.n_frames, np.array([t])))
+        samples = [ds.assemble(ci, np.array([t]), ds.references(rng, clip.n_frames, np.array([t])))
                    for t in targets]
         per: dict[str, list[torch.Tensor]] = {k: [] for k in scores}
         for i in range(0, len(samples), batch):

@@ -6,6 +6,7 @@ A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
                                the machine's speed, so the file (a DVC plot) is the same bytes whenever the
                                losses are (flushed every `log_every` steps)
     timings.csv                one row per step: data wait, step time, samples/s (also in MLflow)
+Both loops keep each step's losses on the device (LossBuffer) and read them back every `log_every` steps.
     checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and both logs as of the newest checkpoint;
                                resuming needs the same fingerprint
 A resumed run restores its logs from the checkpoint folder's copies (then drops the rows after the resumed
@@ -24,6 +25,7 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from g4g.params import RUNTIME_KEYS
@@ -157,6 +159,35 @@ class TrainingRun:
                     lg.close()
             if self.tracker is not None:
                 self.tracker.end(status)
+
+
+class LossBuffer:
+    """Each step's loss terms, kept on the device and read back in one transfer every few steps: a float()
+    per term and step would make the host wait for the device a dozen times per step.
+
+    add(step, terms, fixed, timing): terms are 0-dim tensors (losses, tau), `fixed` plain numbers (stage,
+    lr), `timing` the step's wall-clock figures; drain() -> [(step, row, timing)] of everything added since
+    the last drain, the terms as floats in `row` beside `fixed`.
+    """
+
+    def __init__(self):
+        self._steps: list[tuple[int, list[str], torch.Tensor, dict, dict]] = []
+
+    def add(self, step: int, terms: dict[str, torch.Tensor], fixed: dict, timing: dict | None = None) -> None:
+        names = list(terms)
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names])  # (n,), on the device
+        self._steps.append((step, names, values, fixed, timing or {}))
+
+    def drain(self) -> list[tuple[int, dict, dict]]:
+        if not self._steps:
+            return []
+        flat = torch.cat([v for _, _, v, _, _ in self._steps]).cpu().tolist()  # the one host-device sync
+        rows, i = [], 0
+        for step, names, _, fixed, timing in self._steps:
+            rows.append((step, {**fixed, **dict(zip(names, flat[i:i + len(names)]))}, timing))
+            i += len(names)
+        self._steps.clear()
+        return rows
 
 
 def fingerprint(*parts) -> str:

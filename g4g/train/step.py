@@ -62,8 +62,6 @@ def train_step(n: Nets, b: dict, clip_len: int, gan: bool) -> tuple[dict, dict, 
     """One generator and one discriminator update on a device batch; (G terms, D terms, G outputs)."""
 
     clip, w, dev = clip_len > 1, n.weights, b["I_t"].device
-    if n.G.contrast is None:
-        b.pop("A_neg", None)
     with n.autocast(dev):  # Eq. 24, discriminators frozen
         o = n.G_ddp(b)  # G4G.prepare renders L_r and G from the landmarks on the device
         for D in (n.D_f, n.D_t):

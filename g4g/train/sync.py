@@ -24,7 +24,7 @@ from g4g.train import distributed as dist
 from g4g.train.data import SyncSamples, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import training_curves
 from g4g.train.quality import held_out_clips, sync_accuracy
-from g4g.train.run import TrainingRun, fingerprint
+from g4g.train.run import LossBuffer, TrainingRun, fingerprint
 from g4g.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def train_sync(
     loader = make_loader(ds, p.batch, step, p.steps, p.workers, p.prefetch, d.rank, d.world, pin_memory=d.cuda)
     ckpt = lambda: {"expert": expert.state_dict(), "opt": opt.state_dict(), "params": dataclasses.asdict(p),
                     "sampler": {"next_step": step, "batch": p.batch, "world": d.world}}  # noqa: E731
-    t_last = time.time()
+    t_last, losses = time.time(), LossBuffer()
     with ck.Preemption() as pre:
         for batch in loader:
             t_data = time.time() - t_last
@@ -131,14 +131,17 @@ def train_sync(
             loss.backward()
             opt.step()
             step += 1
-            cos = cos.detach().float()
-            row = {"loss": loss.item(), "acc": float(((cos > 0.5).float() == label).float().mean()),
-                   "cos_in": float(cos[label == 1].mean()) if (label == 1).any() else float("nan"),
-                   "cos_off": float(cos[label == 0].mean()) if (label == 0).any() else float("nan"),
-                   "lr": p.lr}
+            cos, pos = cos.detach().float(), label.float()
+            terms = {"loss": loss, "acc": ((cos > 0.5).float() == pos).float().mean(),
+                     "cos_in": (cos * pos).sum() / pos.sum(),  # 0 / 0 = NaN without such pairs
+                     "cos_off": (cos * (1 - pos)).sum() / (1 - pos).sum()}
             dt = time.time() - t_last
-            run.log(step, row, {"data_s": t_data, "step_s": dt, "samples_s": len(label) * d.world / dt})
-            stop = dist.any_rank(pre.requested or step == stop_at, d)
+            losses.add(step, terms, {"lr": p.lr}, {"data_s": t_data, "step_s": dt,
+                                                   "samples_s": len(label) * d.world / dt})
+            stop = step == stop_at or dist.stop_agreed(pre.requested, d, step, p.log_every)
+            if stop or step % p.log_every == 0 or step % p.checkpoint_every == 0 or step == p.steps:
+                for k, row, timing in losses.drain():  # the losses reach the host here, not every step
+                    run.log(k, row, timing)
             if run.end_step(step, p.checkpoint_every, p.steps, stop, pre, ckpt):
                 return {"step": step}
             t_last = time.time()
