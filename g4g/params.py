@@ -211,7 +211,9 @@ class TrainParams:
     checkpoint_every: int = opt(2000, "steps between checkpoints", minimum=1)
     keep_checkpoints: int = opt(2, "checkpoints kept (older ones are deleted)", minimum=1)
     sample_every: int = opt(2000, "steps between sample grids (MLflow artefacts; 0: never)", minimum=0)
-    log_every: int = opt(50, "MLflow log_batch period in steps (the CSV gets every step)", minimum=1)
+    log_every: int = opt(50, "steps between reading the losses back from the device and logging them (MLflow, "
+                             "the log; the CSV gets every step) and between the ranks' agreement on a stop "
+                             "signal", minimum=1)
     eval_clips: int = opt(0, "held-out clips for the end-of-training quality check (0 = all)", minimum=0)
     eval_frames: int = opt(64, "frames per held-out clip for the quality check", minimum=1)
 
@@ -239,7 +241,9 @@ class SyncParams:
     channels_last: bool = opt(True, "channels-last memory format on CUDA")
     checkpoint_every: int = opt(2000, "steps between checkpoints", minimum=1)
     keep_checkpoints: int = opt(2, "checkpoints kept (older ones are deleted)", minimum=1)
-    log_every: int = opt(50, "MLflow log_batch period in steps (the CSV gets every step)", minimum=1)
+    log_every: int = opt(50, "steps between reading the losses back from the device and logging them (MLflow, "
+                             "the log; the CSV gets every step) and between the ranks' agreement on a stop "
+                             "signal", minimum=1)
     eval_clips: int = opt(0, "held-out clips for the accuracy check (0 = all)", minimum=0)
     eval_windows: int = opt(64, "centre frames per held-out clip for the accuracy check", minimum=1)
     bn_recalibrate: int = opt(20, "batches that re-estimate the BatchNorm statistics of the final weights "

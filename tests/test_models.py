@@ -391,6 +391,14 @@ def test_queue_keys_of_the_rows_own_clip_and_empty_slots_are_not_negatives():
     assert torch.isclose(m(v, a, ids), empty)
 
 
+def test_model_files_from_before_the_clip_ids_still_load():
+    m = InterModalityContrast(dim=16, hidden=16, proj_dim=8, queue_size=6)
+    old = {k: v for k, v in m.state_dict().items() if k != "queue_id"}
+    old["queue_len"] = torch.tensor(4)  # the earlier fill counter
+    m.load_state_dict(old)
+    assert m.queue_id.tolist() == [-2, -2, -2, -2, -1, -1]  # written slots: a clip no row has; then empty
+
+
 def test_clip_keys_are_stable_and_distinct():
     from g4g.train.data import Clip
 

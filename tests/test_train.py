@@ -489,3 +489,18 @@ def test_ranks_agree_on_a_stop_only_every_few_steps():
     assert stop_agreed(True, Dist(), 7, 50) and not stop_agreed(False, Dist(), 50, 50)  # one process: at once
     # several ranks: between agreement steps no collective runs (none is initialised here) and none stops
     assert not stop_agreed(True, Dist(rank=0, world=2), 7, 50)
+
+
+def test_buffered_rows_before_a_crash_are_written(tmp_path):
+    """Losses stay on the device between reads (LossBuffer); a step that raises must not lose the rows
+    before it (they are the ones wanted after a blow-up)."""
+    from g4g.train.distributed import Dist
+    from g4g.train.run import TrainingRun
+
+    run = TrainingRun(tmp_path, "t", {}, "fp", Dist(), ["step", "L_r"], {}, {}, {"mlflow": False}, log_every=50)
+    run.start(None)
+    with pytest.raises(RuntimeError, match="boom"), run.rows_kept():
+        for step in (1, 2, 3):
+            run.log(step, {"L_r": torch.tensor(step / 10)}, {}, {"step_s": 0.1})
+        raise RuntimeError("boom")
+    assert (tmp_path / "losses.csv").read_text().splitlines()[1:] == ["1,0.1", "2,0.2", "3,0.3"]

@@ -78,7 +78,7 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
         t0 = time.time()
         b = device_batch(batch_, device, cl)
         g, dl, _ = train_step(n, b, T, gan=gan)
-        losses.add(i, {**g, **{f"D_{k}": v for k, v in dl.items()}}, {})  # as the loop logs them
+        losses.add(i, {**g, **{f"D/{k}": v for k, v in dl.items()}}, {})  # read back as the loop does
         if i % 10 == 0:
             losses.drain()
         sync()

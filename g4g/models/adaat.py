@@ -43,7 +43,8 @@ def affine_warp(feat: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor, tx
     - Coordinates are normalised to [-1, 1] with `align_corners=False`: -1 and +1 are the outer edges
       of the border pixels, pixel j has centre (2j + 1) / W - 1, and the origin is the map centre. This
       makes a translation a fixed fraction of the map at every resolution, so weights carry over across
-      the coarse-to-fine scales (64 -> 128 -> 256), and identity parameters return the input exactly.
+      the coarse-to-fine scales (64 -> 128 -> 256), and identity parameters sample every pixel at its
+      own centre (the input back, up to float rounding of the grid: 2e-5 of a pixel at 104 x 80).
     - `aspect_correct`: the rotation is a true rotation in pixel space (A = s D^-1 R D with
       D = diag(W/2, H/2)); without it, a rotation in normalised coordinates shears non-square maps.
     - The grid is true float32 (also under bf16 autocast, and with TF32 on): it is built by elementwise

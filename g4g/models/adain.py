@@ -93,8 +93,9 @@ class IntraModalityAlignment(nn.Module):
     def style_spread(self, l_r: torch.Tensor) -> torch.Tensor:
         """How much the AdaIN style varies across a batch: the std over the batch of every block's
         (sigma_dot, mu_dot), averaged over channels and layers (0-dim). Near 0 the landmark code has
-        collapsed to a constant style (both sides of L_v can meet through constant directions, Eq. 19)."""
-        spreads = [torch.cat(norm.predict(l_r), dim=1).std(dim=0, correction=0).mean()
+        collapsed to a constant style (both sides of L_v can meet through constant directions, Eq. 19).
+        Called outside autocast: l_r may come out of it in bf16, the Linear is fp32."""
+        spreads = [torch.cat(norm.predict(l_r.float()), dim=1).std(dim=0, correction=0).mean()
                    for block in self.blocks for norm in (block.norm1, block.norm2)]
         return torch.stack(spreads).mean()
 

@@ -4,7 +4,8 @@ Projection heads g_v, g_a (Linear -> ReLU -> Linear, L2-normalised) map the pool
 audio code a to a shared space. Momentum copies g'_v, g'_a (EMA) produce the keys and fill a queue of
 negatives, as in MoCo / ALBEF, because a batch of 3 alone gives almost no negatives. Only the heads
 have momentum copies (the keys are computed from detached v, a): copying the whole generator would
-double its cost. Queues, their clip ids and the pointer are buffers, so a checkpoint resumes exactly.
+double its cost. Queues, their clip ids and the pointer are buffers, so a checkpoint resumes exactly (with
+several ranks each keeps its own queue; the checkpoint holds rank 0's, which every rank resumes with).
 
 Every queued key carries the id of its clip, and a row never counts keys of its own clip as negatives
 (METHOD Sec. 3 item 3, revised): on HDTF a clip sits about 10 times in a 4096-key queue, and its other
@@ -109,6 +110,14 @@ class InterModalityContrast(nn.Module):
         self.queue_a[idx] = k_a[-n:].to(self.queue_a.dtype)
         self.queue_id[idx] = ids[-n:]
         self.queue_ptr.copy_((self.queue_ptr + n) % self.queue_size)
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        """A model file written before the queue kept clip ids has `queue_len` instead of `queue_id`: its
+        written slots get the id -2 (a clip no row has), the others stay empty."""
+        if prefix + "queue_id" not in state and prefix + "queue_len" in state:
+            filled = torch.arange(self.queue_size) < state.pop(prefix + "queue_len")
+            state[prefix + "queue_id"] = torch.where(filled, torch.tensor(EMPTY - 1), torch.tensor(EMPTY))
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def temperature(self) -> torch.Tensor:
         """tau, clamped in place to tau_range (as ALBEF does) so the optimiser cannot push it out."""

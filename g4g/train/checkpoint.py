@@ -126,7 +126,7 @@ class Preemption:
         if self.signum is not None and signum == signal.SIGTERM:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self.signum = signum
-        log.warning("received %s: saving a checkpoint and stopping after this step",
+        log.warning("received %s: saving a checkpoint and stopping (several ranks: within train.log_every steps)",
                     signal.Signals(signum).name)
 
     def __enter__(self):

@@ -27,7 +27,7 @@ from g4g.train import distributed as dist
 from g4g.train.data import G4GSamples, device_batch, long_enough, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import sample_grid, save_png, training_curves
 from g4g.train.quality import held_out_clips, masked_psnr
-from g4g.train.run import LossBuffer, TrainingRun, fingerprint
+from g4g.train.run import TrainingRun, fingerprint
 from g4g.train.step import build_nets, train_step
 from g4g.utils import sha256_file, write_json
 from g4g.weights import WeightsError, get
@@ -164,8 +164,8 @@ def training_loop(
     checkpoint_state = lambda: {**{k: v.state_dict() for k, v in parts.items() if v is not None},  # noqa: E731
                                 "sampler": {"next_step": step, "world": d.world}, "variant": variant}
 
-    begin, b, o, losses = 0, None, None, LossBuffer()
-    with ck.Preemption() as pre:
+    begin, b, o = 0, None, None
+    with ck.Preemption() as pre, run.rows_kept():
         for si, stage in enumerate(train.stages):
             end, begin = begin + stage.steps, begin
             if step >= end:
@@ -195,14 +195,11 @@ def training_loop(
                     terms["tau"] = n.G.contrast.tau
                 if o.get("l_r") is not None:
                     terms["style_spread"] = n.G.align.style_spread(o["l_r"])
-                losses.add(step, terms, {"stage": si, "scale": stage.scale, "lr": n.opt_g.param_groups[0]["lr"]},
-                           {"data_s": t_data, "step_s": dt, "samples_s": len(b["I_t"]) * d.world / dt})
+                run.log(step, terms, {"stage": si, "scale": stage.scale, "lr": n.opt_g.param_groups[0]["lr"]},
+                        {"data_s": t_data, "step_s": dt, "samples_s": len(b["I_t"]) * d.world / dt})
                 if d.main and train.sample_every and step % train.sample_every == 0:
                     _save_samples(run, b, o, step)
                 stop = step == stop_at or dist.stop_agreed(pre.requested, d, step, train.log_every)
-                if stop or step == end or step % train.log_every == 0 or step % train.checkpoint_every == 0:
-                    for k, row, timing in losses.drain():  # the losses reach the host here, not per term
-                        run.log(k, row, timing)
                 if run.end_step(step, train.checkpoint_every, train.total_steps, stop, pre, checkpoint_state,
                                 force=step == end):  # a checkpoint closes every stage
                     return {"step": step}

@@ -6,9 +6,10 @@ A run lives in one folder (results/models/{dataset}/{variant} or .../syncnet):
                                the machine's speed, so the file (a DVC plot) is the same bytes whenever the
                                losses are (flushed every `log_every` steps)
     timings.csv                one row per step: data wait, step time, samples/s (also in MLflow)
-Both loops keep each step's losses on the device (LossBuffer) and read them back every `log_every` steps.
     checkpoints/<fingerprint>/ ckpt-<step>.pt, the newest `keep`, and both logs as of the newest checkpoint;
                                resuming needs the same fingerprint
+Both loops keep each step's losses on the device (LossBuffer) and read them back every `log_every` steps,
+at every checkpoint and stop, and when a step raises.
 A resumed run restores its logs from the checkpoint folder's copies (then drops the rows after the resumed
 step), because Snakemake deletes a job's declared outputs, losses.csv among them, before it re-runs the
 job, and the run folder's logs may belong to another fingerprint. One copy per checkpoint, not per line.
@@ -18,6 +19,7 @@ rerun of the same command resumes and a changed config starts afresh in its own 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -51,6 +53,7 @@ class TrainingRun:
         self.losses: LossLog | None = None
         self.timings: LossLog | None = None
         self.run_id: str | None = None
+        self.pending = LossBuffer()  # steps not yet written (see log)
         self._t0 = time.time()
 
     # -- start / resume -------------------------------------------------------------------------------
@@ -86,17 +89,40 @@ class TrainingRun:
 
     # -- per step ---------------------------------------------------------------------------------------
 
-    def log(self, step: int, row: dict, timing: dict) -> None:
-        """One step's losses (`row`, to losses.csv) and wall-clock figures (`timing`, to timings.csv)."""
+    def log(self, step: int, terms: dict, fixed: dict, timing: dict) -> None:
+        """One step: its loss terms (0-dim tensors, left on the device), plain values such as the stage and
+        lr (`fixed`), both to losses.csv, and its wall-clock figures (`timing`, to timings.csv). Rows reach
+        the files and MLflow every `log_every` steps, at each checkpoint and at the end (`drain`)."""
         if not self.dist.main:
             return
-        self.losses.write({"step": step, **row})
-        self.timings.write({"step": step, **timing})
-        self.tracker.log_metrics(step, {k: v for k, v in {**row, **timing}.items() if isinstance(v, (int, float))})
+        self.pending.add(step, terms, fixed, timing)
         if step % self.log_every == 0:
-            self._flush()
-            msg = " ".join(f"{k}={v:.4g}" for k, v in {**row, **timing}.items() if isinstance(v, float))
-            log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
+            self.drain()
+
+    def drain(self) -> None:
+        """Write every buffered step (one device-to-host transfer) and flush the files; also the loops'
+        last act when a step raises, so the rows before a crash are kept."""
+        rows = self.pending.drain() if self.dist.main else []
+        if not rows:
+            return
+        for step, row, timing in rows:
+            self.losses.write({"step": step, **row})
+            self.timings.write({"step": step, **timing})
+            self.tracker.log_metrics(step, {k: v for k, v in {**row, **timing}.items() if isinstance(v, (int, float))})
+        self._flush()
+        step, row, timing = rows[-1]
+        msg = " ".join(f"{k}={v:.4g}" for k, v in {**row, **timing}.items() if isinstance(v, float))
+        log.info("%s step %d %s (%.0f s)", self.name, step, msg, time.time() - self._t0)
+
+    @contextlib.contextmanager
+    def rows_kept(self):
+        """The loops' steps run inside: when one raises (out of memory, a data error), the buffered rows
+        before it are still written."""
+        try:
+            yield
+        except BaseException:
+            self.drain()
+            raise
 
     def _flush(self) -> None:
         self.losses.flush()
@@ -107,6 +133,7 @@ class TrainingRun:
         """Checkpoint at `step` (rank 0): atomically, then prune; also flushes the logs."""
         if not self.dist.main:
             return
+        self.drain()
         self._flush()
         for lg in (self.losses, self.timings):
             self._copy_log(lg.path, self.ckpt_dir / lg.path.name)
@@ -154,6 +181,7 @@ class TrainingRun:
 
     def close(self, status: str = "FINISHED") -> None:
         if self.dist.main:
+            self.drain()
             for lg in (self.losses, self.timings):
                 if lg is not None:
                     lg.close()

@@ -24,7 +24,7 @@ from g4g.train import distributed as dist
 from g4g.train.data import SyncSamples, make_loader, min_clip_frames, read_clips
 from g4g.train.plots import training_curves
 from g4g.train.quality import held_out_clips, sync_accuracy
-from g4g.train.run import LossBuffer, TrainingRun, fingerprint
+from g4g.train.run import TrainingRun, fingerprint
 from g4g.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,8 @@ def train_sync(
     loader = make_loader(ds, p.batch, step, p.steps, p.workers, p.prefetch, d.rank, d.world, pin_memory=d.cuda)
     ckpt = lambda: {"expert": expert.state_dict(), "opt": opt.state_dict(), "params": dataclasses.asdict(p),
                     "sampler": {"next_step": step, "batch": p.batch, "world": d.world}}  # noqa: E731
-    t_last, losses = time.time(), LossBuffer()
-    with ck.Preemption() as pre:
+    t_last = time.time()
+    with ck.Preemption() as pre, run.rows_kept():
         for batch in loader:
             t_data = time.time() - t_last
             mouths = (batch["mouths"].to(d.device, non_blocking=True).float() / 255.0).contiguous(memory_format=fmt)
@@ -136,12 +136,8 @@ def train_sync(
                      "cos_in": (cos * pos).sum() / pos.sum(),  # 0 / 0 = NaN without such pairs
                      "cos_off": (cos * (1 - pos)).sum() / (1 - pos).sum()}
             dt = time.time() - t_last
-            losses.add(step, terms, {"lr": p.lr}, {"data_s": t_data, "step_s": dt,
-                                                   "samples_s": len(label) * d.world / dt})
+            run.log(step, terms, {"lr": p.lr}, {"data_s": t_data, "step_s": dt, "samples_s": len(label) * d.world / dt})
             stop = step == stop_at or dist.stop_agreed(pre.requested, d, step, p.log_every)
-            if stop or step % p.log_every == 0 or step % p.checkpoint_every == 0 or step == p.steps:
-                for k, row, timing in losses.drain():  # the losses reach the host here, not every step
-                    run.log(k, row, timing)
             if run.end_step(step, p.checkpoint_every, p.steps, stop, pre, ckpt):
                 return {"step": step}
             t_last = time.time()
