@@ -8,4 +8,5 @@
     quality.py     held-out checks: sync accuracy, masked-region PSNR against naive references
     plots.py       sample grids and training curves
     commands.py    the `g4g train-sync` / `g4g train` subcommands
+    launch.py      how a training job starts: g4g, or torchrun DDP over the job's GPUs
 """

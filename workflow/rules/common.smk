@@ -5,6 +5,7 @@ from pathlib import Path
 
 from g4g.data.scan import assign_shards, dataset_clips
 from g4g.params import as_dict, resolve
+from g4g.train.launch import launcher
 
 DATASET = config["dataset"]
 ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else the active env)
@@ -40,11 +41,3 @@ def per_shard(pattern):
 VARIANTS = config["variants"]
 
 
-def launcher(resources):
-    """`g4g`, or torchrun over the job's GPUs when it has several (DDP; rank 0 logs and saves). The GPU
-    count is `gpu`, or N of a `gres` "gpu:N" / "gpu:model:N" (the SLURM profile may use either)."""
-    gpus = int(resources.get("gpu", 0) or 0)
-    gres = [g.split(":") for g in str(resources.get("gres", "") or "").split(",") if g.strip().startswith("gpu")]
-    if not gpus and gres and gres[0][-1].isdigit():
-        gpus = int(gres[0][-1])
-    return f"torchrun --standalone --nproc_per_node {gpus} -m g4g" if gpus > 1 else "g4g"
