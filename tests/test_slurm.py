@@ -109,7 +109,7 @@ def test_multi_gpu_training_command_survives_torchrun_parser():
 # ----------------------------------------------------------------------------------------------------
 
 
-def _train_cmd(clips: Path, out: Path, ranks: int, batch: int, steps: int) -> list[str]:
+def _train_cmd(clips: Path, out: Path, ranks: int, batch: int, steps: int, nce: float = 0.0) -> list[str]:
     """`g4g train` on the synthetic set, frame stage only, through torchrun when ranks > 1 (as the rule).
     w/o supervision: one mask scale, so the masked L1 (a ratio of sums over the batch) splits exactly over
     ranks; InfoNCE off (its negatives are the rank's own batch, which 2 ranks split)."""
@@ -117,7 +117,7 @@ def _train_cmd(clips: Path, out: Path, ranks: int, batch: int, steps: int) -> li
            "--out", str(out / "model.pt"), "--run-dir", str(out), "--device", "cpu", "--threads", "1",
            "--model.width", "0.125", "--train.workers", "0", "--tracking.mlflow", "false",
            "--train.stages", f'[{{"mode": "frame", "scale": 64, "steps": {steps}, "batch": {batch}, "gan": true}}]',
-           "--train.weights", '{"w_nce": 0.0}', "--train.log_every", "1", "--train.checkpoint_every", "1000",
+           "--train.weights", f'{{"w_nce": {nce}}}', "--train.log_every", "1", "--train.checkpoint_every", "1000",
            "--train.sample_every", "0", "--train.eval_clips", "1", "--train.eval_frames", "2"]
     if ranks == 1:
         return [sys.executable, "-m", "g4g", *job]
@@ -161,6 +161,23 @@ def test_two_ranks_at_half_batch_equal_one_rank(synth_clips, tmp_path):
     assert (other > 1e-6).float().mean() > 0.05  # the comparison can fail
     # rank 0 alone logs: one header and one row per step, not one per rank
     assert len((tmp_path / "two" / "losses.csv").read_text().splitlines()) == 1 + 1
+
+
+def test_two_rank_training_resumes_exactly(synth_clips, tmp_path):
+    """Stopped at step 2 and resumed, 2 ranks end with the weights of an uninterrupted run, InfoNCE on:
+    every rank enqueues the gathered keys of the global batch, so rank 0's queue in the checkpoint is
+    every rank's (before, rank 1 resumed with rank 0's queue and its InfoNCE negatives changed)."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    r = _run(_train_cmd(synth_clips, whole, ranks=2, batch=2, steps=4, nce=1.0))
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = _run(_train_cmd(synth_clips, cut, ranks=2, batch=2, steps=4, nce=1.0) + ["--stop-at", "2"])
+    assert first.returncode == 0 and not (cut / "model.pt").exists(), first.stderr[-3000:]
+    second = _run(_train_cmd(synth_clips, cut, ranks=2, batch=2, steps=4, nce=1.0))
+    assert second.returncode == 0 and "resuming" in second.stderr, second.stderr[-3000:]
+    a = torch.load(whole / "model.pt", weights_only=False)["generator"]
+    b = torch.load(cut / "model.pt", weights_only=False)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert (whole / "losses.csv").read_text() == (cut / "losses.csv").read_text()
 
 
 def _rank_pids(parent: int) -> dict[int, int]:

@@ -4,8 +4,10 @@ Projection heads g_v, g_a (Linear -> ReLU -> Linear, L2-normalised) map the pool
 audio code a to a shared space. Momentum copies g'_v, g'_a (EMA) produce the keys and fill a queue of
 negatives, as in MoCo / ALBEF, because a batch of 3 alone gives almost no negatives. Only the heads
 have momentum copies (the keys are computed from detached v, a): copying the whole generator would
-double its cost. Queues, their clip ids and the pointer are buffers, so a checkpoint resumes exactly (with
-several ranks each keeps its own queue; the checkpoint holds rank 0's, which every rank resumes with).
+double its cost. Queues, their clip ids and the pointer are buffers, so a checkpoint resumes exactly. With
+several ranks (DDP) every rank enqueues the keys of the whole global batch, gathered from all ranks in rank
+order (as MoCo does): the queues stay identical, hold what one process at the global batch would hold,
+and rank 0's copy in the checkpoint resumes every rank exactly.
 
 Every queued key carries the id of its clip, and a row never counts keys of its own clip as negatives
 (METHOD Sec. 3 item 3, revised): on HDTF a clip sits about 10 times in a 4096-key queue, and its other
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -141,5 +144,15 @@ class InterModalityContrast(nn.Module):
             loss_v2a = info_nce(z_v, k_a, q_a, tau, batch_mask=batch_mask, neg_mask=queue_mask)  # Eq. 8
             loss_a2v = info_nce(z_a, k_v, q_v, tau, batch_mask=batch_mask, neg_mask=queue_mask)  # Eq. 9
             if self.training:
-                self.enqueue(k_v, k_a, groups)
+                self.enqueue(gathered(k_v), gathered(k_a), gathered(groups))
             return 0.5 * (loss_v2a + loss_a2v)  # Eq. 10
+
+
+@torch.no_grad()
+def gathered(x: torch.Tensor) -> torch.Tensor:
+    """x of every rank concatenated in rank order under torch.distributed (one all-gather), else x."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)

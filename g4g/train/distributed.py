@@ -79,8 +79,9 @@ def wrap(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    # per-rank buffers (the InfoNCE negative queue) are not overwritten by rank 0's at every forward
-    # (DDP still copies rank 0's buffers to every rank once, when it wraps the module)
+    # buffers are not broadcast from rank 0 at every forward: the InfoNCE queues are updated on every
+    # rank with the same gathered keys (g4g.models.contrastive), so they stay equal without it (DDP still
+    # copies rank 0's buffers to every rank once, when it wraps the module)
     return DDP(module, device_ids=[d.device.index] if d.cuda else None, forward_sync_buffers=False)
 
 
