@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # rules call the `g4g` command line and dvc calls `snakemake`: both come from the venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test lint bench clean-results venv
+.PHONY: demo test lint bench gpu-check clean-results venv
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,9 @@ bench: venv   # every benchmark, printed (never asserted): preparation, training
 	$(BIN)/python -m g4g.bench.prep
 	$(BIN)/python -m g4g.bench.train
 	$(BIN)/python -m g4g.bench.infer
+
+gpu-check:   # on a CUDA machine: CUDA tests, paper-scale training and 1080p inference figures (tools/gpu-check)
+	tools/gpu-check run
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake

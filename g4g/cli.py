@@ -118,7 +118,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser(argv).parse_args(argv)
-    setup_logging(getattr(a, "log", None))
+    setup_logging(getattr(a, "log", None), append=getattr(a, "log_append", False))
     try:
         a.fn(a)
     except USER_ERRORS as e:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from g4g.params import ROOT
+from g4g.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class LossLog:
         if resume_step is not None and self.path.exists():
             with open(self.path, newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        self._f = open(self.path, "w", newline="")
+        self._f = open(self.path, "w+", newline="")  # readable: see copy_to
         self._w = csv.DictWriter(self._f, self.columns, extrasaction="ignore")
         self._w.writeheader()
         self._w.writerows(kept)
@@ -93,6 +94,17 @@ class LossLog:
 
     def flush(self) -> None:
         self._f.flush()
+
+    def copy_to(self, dst: str | Path) -> None:
+        """Write every row so far to `dst`, atomically, read through the open file and not through its path:
+        Snakemake deletes a failed job's outputs, this file among them, while a preempted run may still be
+        saving its checkpoint (measured under scancel: the copy by path failed, the save was lost)."""
+        self._f.flush()
+        end = self._f.tell()
+        self._f.seek(0)
+        with atomic_path(dst) as tmp, open(tmp, "w", newline="") as out:
+            out.write(self._f.read())
+        self._f.seek(end)
 
     def close(self) -> None:
         self._f.close()

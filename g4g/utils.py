@@ -23,12 +23,15 @@ TEMP_PREFIXES = (".tmp-", ".spool-")
 log = logging.getLogger(__name__)
 
 
-def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to a file (Snakemake rules pass their `log:` path)."""
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO,
+                  append: bool = False) -> None:
+    """Log to stderr and, when given, to a file (Snakemake rules pass their `log:` path); `append` for the
+    resumable commands, whose log then keeps the attempts before a resume. Under torchrun only rank 0
+    writes the file (each rank opening it would truncate the others' lines); every rank logs to stderr."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
+    if log_file and int(os.environ.get("RANK", "0")) == 0:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        handlers.append(logging.FileHandler(log_file, mode="a" if append else "w"))
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
@@ -109,6 +112,21 @@ def stable_seed(*parts: Any) -> int:
     """A 32-bit seed derived from arbitrary parts (e.g. base seed + clip id), stable across runs."""
     h = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(h[:4], "little")
+
+
+@contextlib.contextmanager
+def true_fp32() -> Iterator[None]:
+    """fp32 convolutions and matmuls without TF32 inside (torch runs cuDNN convolutions in TF32 by default
+    on Ampere and later): the metric networks give the same numbers on a GPU as on the CPU, a frozen
+    protocol's promise. The training keeps TF32 (g4g.train.distributed.init)."""
+    import torch
+
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def resolve_device(name: str | torch.device | None = "auto", index: int = 0) -> torch.device:

@@ -6,8 +6,11 @@ with apt-get when absent) and skip, with the reason, where it cannot start. The 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from test_workflow import ROOT, snakemake, tiny_pipeline
 
 pytestmark = pytest.mark.slow
@@ -28,12 +32,14 @@ SITE = {"G4G_SLURM_STATUS": "squeue", "G4G_SLURM_GPU_CPUS": "2", "G4G_SLURM_GPU_
 
 
 def fake_slurm_bin(tmp: Path, accounting: str = "accounting_storage/slurmdbd") -> Path:
-    """A folder with stand-ins for `sbatch` and `scontrol` (whose config names `accounting`), so the
-    profile can be rendered the same way on a machine with or without SLURM."""
+    """A folder with stand-ins for `sbatch`, `scontrol` (whose config names `accounting`) and `sinfo` (three
+    partitions of large nodes), so the profile can be rendered the same way on a machine with or without
+    SLURM."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "sbatch").write_text("#!/bin/sh\nexit 0\n")
     (tmp / "scontrol").write_text(f"#!/bin/sh\necho 'AccountingStorageType   = {accounting}'\n")
-    for f in ("sbatch", "scontrol"):
+    (tmp / "sinfo").write_text("#!/bin/sh\nprintf 'cpu 512000 64\\ngpu 1024000 128\\na100 1024000 128\\n'\n")
+    for f in ("sbatch", "scontrol", "sinfo"):
         (tmp / f).chmod(0o755)
     return tmp
 
@@ -102,6 +108,27 @@ def test_multi_gpu_training_command_survives_torchrun_parser():
         assert args.training_script_args == shlex.split(job)
     with pytest.raises(SystemExit):  # what the rule built before: torchrun's parser refuses it
         get_args_parser().parse_args(shlex.split(f"--standalone --nproc_per_node 2 -m g4g {job}"))
+
+
+def test_gpu_check_wheels_are_pinned_and_it_needs_cuda(tmp_path):
+    """tools/gpu-check (issue 11 item 6): every distribution it carries as a wheel is pinned in
+    requirements.lock (so the CUDA machine runs the versions CI tests), and without CUDA it stops with one
+    line instead of reporting CPU figures as GPU ones."""
+    script = 'eval "$(sed -n "/^DISTS=/,/)$/p" tools/gpu-check)"; printf "%s\\n" "${DISTS[@]}"'
+    names = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    assert len(names) > 20, names
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    lock = {norm(ln.split("==")[0]) for ln in (ROOT / "requirements.lock").read_text().splitlines() if "==" in ln}
+    assert {norm(n) for n in names} <= lock, sorted({norm(n) for n in names} - lock)
+    if torch.cuda.is_available():
+        return
+    r = subprocess.run([str(ROOT / "tools" / "gpu-check"), "run", str(tmp_path)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "gpu-check: no CUDA device: torch.cuda.is_available() is False"), r.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,6 +304,128 @@ def test_demo_dag_through_the_slurm_profile(slurm, tmp_path):
     assert table == (wd_local / "results" / "table1.csv").read_text()
     print(f"\nthe demo DAG ({n_jobs} jobs): SLURM {t_slurm:.0f} s, local {t_local:.0f} s, "
           f"ratio {t_slurm / t_local:.2f}")
+
+
+def _slurm_jobs(env: dict, wd: Path, state: str = "all") -> list[tuple[str, str]]:
+    """(job id, state) of the SLURM jobs that run in `wd`, oldest first."""
+    q = subprocess.run(["squeue", f"--states={state}", "-h", "-o", "%i %T %Z"], capture_output=True, text=True,
+                       env=env)
+    return sorted(((j, s) for j, s, d in (ln.split() for ln in q.stdout.splitlines()) if d == str(wd)),
+                  key=lambda js: int(js[0]))
+
+
+def _wait_for(what, timeout: float = 300, proc: subprocess.Popen | None = None):
+    """Poll `what()` until it returns something true; fail after `timeout` s or if `proc` ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (got := what()):
+            return got
+        assert proc is None or proc.poll() is None, "snakemake ended early"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what.__doc__}")
+
+
+def test_preempted_training_resumes_through_slurm(slurm, tmp_path):
+    """Issue 11 item 4, as SLURM does it: the train job (2 GPUs in the profile, so torchrun DDP on 2 CPU
+    ranks) gets SIGUSR1 (scancel --signal=USR1, what --signal=USR1@N sends before the time limit): the
+    ranks save a checkpoint at the step they agree on, the job fails, Snakemake resubmits it (retries) and
+    the new job resumes from that step. The second job is cancelled (scancel: SIGTERM): the same. The third
+    is killed without warning (SIGKILL to every process of its step, a dead node): the fourth resumes from
+    the last periodic checkpoint. Weights and loss history equal those
+    of an uninterrupted run. SLURM signals every process of the step: Snakemake and torchrun must let the
+    signal through (g4g.train.launch.let_preemption_reach_training) instead of dying of it."""
+    (tmp_path / "slurm").mkdir()
+    wd = tiny_pipeline(tmp_path / "slurm")
+    params = yaml.safe_load((wd / "params.yaml").read_text())
+    params["datasets"]["demo"]["overrides"]["train"].update(
+        stages=[{"mode": "frame", "scale": 64, "steps": 120, "batch": 2, "gan": False}], checkpoint_every=5)
+    (wd / "params.yaml").write_text(yaml.safe_dump(params))
+    r = snakemake(wd, "--cores", "2", "results/models/demo/syncnet.pt")  # what the training reads, locally
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    local = Path(shutil.copytree(wd, tmp_path / "local"))
+    env = {**os.environ, **slurm, **SITE, "G4G_SLURM_GPUS": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    target = "results/models/demo/full/model.pt"
+    train_log = wd / "logs" / "demo" / "train" / "full.log"
+
+    def step_reached(n: int, job: str):
+        def reached():
+            """the running train job past step n"""
+            running = _slurm_jobs(env, wd, "running")
+            text = train_log.read_text() if train_log.exists() else ""
+            steps = [int(m) for m in re.findall(r" step (\d+) lr=", text)]
+            return running and running[-1][0] != job and steps and steps[-1] >= n and running[-1][0]
+        return reached
+
+    p = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+                          "--workflow-profile", str(PROFILE), target],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=wd)
+    try:
+        first = _wait_for(step_reached(15, ""), proc=p)
+        subprocess.run(["scancel", "--signal=USR1", first], check=True, env=env)
+        second = _wait_for(step_reached(40, first), proc=p)
+        subprocess.run(["scancel", second], check=True, env=env)  # SIGTERM, then SIGKILL after KillWait
+        third = _wait_for(step_reached(75, second), proc=p)
+        step = subprocess.run(["scontrol", "listpids", third], capture_output=True, text=True, env=env)
+        pids = [int(ln.split()[0]) for ln in step.stdout.splitlines()[1:] if ln.split()[2] == "0"]
+        assert len(pids) >= 4, step.stdout  # Snakemake, torchrun, 2 ranks
+        for pid in pids:  # every process of the job step dies at once, as on a node that fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        out, _ = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out[-4000:]
+    jobs = _slurm_jobs(env, wd)
+    assert [j for j, _ in jobs[:3]] == [first, second, third], jobs
+    assert [s for _, s in jobs] == ["FAILED", "CANCELLED", "FAILED", "COMPLETED"], jobs
+    logs = {j: (wd / ".snakemake" / "slurm_logs" / "rule_train" / "demo_full" / f"{j}.log").read_text()
+            for j in (first, second, third)}  # the plugin keeps the logs of jobs that did not complete
+    resume = r"resuming g4g-full from \S+ \(step (\d+)\)"
+    saved = {}
+    for job, sig in ((first, "SIGUSR1"), (second, "SIGTERM")):
+        # both ranks saved at the step they agreed on, and the job step's Snakemake outlived the signal
+        # (it reports the training's exit status; without the fix srun reports "task 0: User defined signal 1")
+        assert logs[job].count(f"received {sig}") >= 2, logs[job][-3000:]  # torchrun forwards SIGTERM too
+        saved[sig] = int(re.findall(r"ckpt-(\d+)\.pt", logs[job])[-1])
+        assert "User defined signal" not in logs[job] and "Error in rule train" in logs[job], logs[job][-3000:]
+    # each job resumed where the one before saved; the last (job 3 died without a word) from job 3's last
+    # periodic checkpoint, a multiple of 5 (its log is the rule's log: Snakemake empties that before each
+    # attempt)
+    assert {int(m) for m in re.findall(resume, logs[second])} == {saved["SIGUSR1"]}, logs[second][-3000:]
+    assert {int(m) for m in re.findall(resume, logs[third])} == {saved["SIGTERM"]}, logs[third][-3000:]
+    resumed = [int(m) for m in re.findall(resume, train_log.read_text())]
+    assert len(resumed) == 1 and resumed[0] > saved["SIGTERM"] and resumed[0] % 5 == 0, resumed
+    r = snakemake(local, "--cores", "2", target, "--set-resources", "train:gpu=2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a = torch.load(local / target, weights_only=False)["generator"]
+    b = torch.load(wd / target, weights_only=False)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    losses = "results/models/demo/full/losses.csv"
+    assert (local / losses).read_text() == (wd / losses).read_text()
+    print(f"\nsaved at steps {saved}; after kill -9 resumed at step {resumed[0]}; SLURM jobs {jobs}")
+
+
+def test_profile_refuses_what_the_cluster_cannot_give(slurm, tmp_path):
+    """A partition the cluster lacks, or more memory or CPUs than its nodes have: one line naming the
+    setting and the rules it is for, before anything is submitted (sbatch's refusal came back buried in the
+    plugin's report of the first job)."""
+    (tmp_path / "wd").mkdir()
+    wd = tiny_pipeline(tmp_path / "wd")
+    for var, value, words in (("G4G_SLURM_GPU_PARTITION", "a100", ["partition 'a100'", "train and train_sync",
+                                                                  "its partitions: cpu, gpu"]),
+                              ("G4G_SLURM_CPU_MEM_MB", "99999999", ["asks for more MB of memory", "partition 'cpu'",
+                                                                    "every rule but"]),
+                              ("G4G_SLURM_GPU_CPUS", "4096", ["asks for more CPUs", "partition 'gpu'"])):
+        env = {**os.environ, **slurm, **SITE, var: value,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+                            "--workflow-profile", str(PROFILE), "results/demo/manifest.parquet"],
+                           capture_output=True, text=True, env=env, cwd=wd, timeout=300)
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode != 0 and var in last and all(w in last for w in words), r.stderr[-2000:]
+    assert not _slurm_jobs(env, wd)
 
 
 def test_profile_without_slurm_says_so(tmp_path):

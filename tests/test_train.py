@@ -247,6 +247,22 @@ def test_tracking_without_mlflow(monkeypatch, tmp_path):
     assert read_losses(tmp_path / "l.csv") == {}
 
 
+def test_loss_log_copy_survives_its_file_being_deleted(tmp_path):
+    """A checkpoint's copy of losses.csv is read through the open file: Snakemake deletes a failed job's
+    outputs while a preempted run may still be saving (issue 11, seen under scancel)."""
+    from g4g.tracking import LossLog, read_losses
+
+    log = LossLog(tmp_path / "l.csv", ["step", "loss"])
+    for step in (1, 2):
+        log.write({"step": step, "loss": step / 4})
+    (tmp_path / "l.csv").unlink()
+    log.copy_to(tmp_path / "ckpt" / "l.csv")
+    log.write({"step": 3, "loss": 0.75})  # the log goes on where it was
+    log.copy_to(tmp_path / "ckpt" / "l.csv")
+    log.close()
+    assert read_losses(tmp_path / "ckpt" / "l.csv") == {"step": [1.0, 2.0, 3.0], "loss": [0.25, 0.5, 0.75]}
+
+
 def test_preemption_handler_sets_flag():
     from g4g.train.checkpoint import Preemption
 

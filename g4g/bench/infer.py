@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch / OpenCV threads on the CPU (1 as params.yaml infer.threads)")
     ap.add_argument("--syncnet", help="a trained syncnet.pt: check the sync of the source-rate outputs")
     ap.add_argument("--skip-metrics", action="store_true")
+    ap.add_argument("--cuda-only", action="store_true",
+                    help="only the paper-size CUDA figures and the metrics on CUDA (tools/gpu-check)")
     a = ap.parse_args(argv)
     import cv2
 
@@ -157,9 +159,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'landmarks + crop transforms (dlib)':<44} {len(track) / dt:7.2f} frames/s ({len(track)} frames)")
     with tempfile.TemporaryDirectory() as tmp:
         ck = Path(a.checkpoint) if a.checkpoint else _checkpoint("demo", Path(tmp))
-        bench_infer(clip, ck, "cpu", 8, f"1080p, demo size, CPU x{a.threads}, serial", track, overlap=False)
-        r = bench_infer(clip, ck, "cpu", 8, f"1080p, demo size, CPU x{a.threads}, overlapped", track)
-        print(f"{'overlapped, with landmark tracking':<44} {len(track) / (len(track) / r['fps'] + dt):7.2f} frames/s")
+        if not a.cuda_only:
+            bench_infer(clip, ck, "cpu", 8, f"1080p, demo size, CPU x{a.threads}, serial", track, overlap=False)
+            r = bench_infer(clip, ck, "cpu", 8, f"1080p, demo size, CPU x{a.threads}, overlapped", track)
+            print(f"{'overlapped, with landmark tracking':<44} {len(track) / (len(track) / r['fps'] + dt):7.2f} "
+                  "frames/s")
         if torch.cuda.is_available():
             ck = _checkpoint("paper", Path(tmp))
             for b, pt in ((8, 1), (8, 4), (32, 4)):
@@ -167,9 +171,11 @@ def main(argv: list[str] | None = None) -> None:
                             track, paste_threads=pt)
         else:
             print("CUDA not available: paper-size GPU figures skipped")
-        bench_source_rate(clip, ck, a.syncnet, a.threads)
+        if not a.cuda_only:
+            bench_source_rate(clip, ck, a.syncnet, a.threads)
     if not a.skip_metrics:
-        bench_metrics(device="cpu")
+        if not a.cuda_only:
+            bench_metrics(device="cpu")
         if torch.cuda.is_available():
             bench_metrics(n=256, batch=64, device="cuda")
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--workers", type=int, default=8, help="loader workers on CUDA")
     ap.add_argument("--clips", help="clips.parquet (default: the demo set, else a synthetic set)")
-    ap.add_argument("--cuda-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cuda-only", action="store_true", help="only the paper-scale CUDA figures (tools/gpu-check)")
     a = ap.parse_args(argv)
     clips = a.clips or (str(DEMO_CLIPS) if DEMO_CLIPS.exists() else None)
     if clips is None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from g4g.metrics.weights_info import WeightsInfo
-from g4g.utils import resolve_device
+from g4g.utils import resolve_device, true_fp32
 
 
 @contextlib.contextmanager
@@ -64,7 +64,8 @@ class FIDInception:
         for i in range(0, len(frames), batch_size):
             x = torch.as_tensor(frames[i:i + batch_size]).to(self.device)
             x = x.permute(0, 3, 1, 2).float() / 255.0  # pytorch-fid expects [0, 1]
-            a = self.net(x)[0]
+            with true_fp32():
+                a = self.net(x)[0]
             if a.shape[-2:] != (1, 1):  # blocks 0-2: spatial maps, averaged as pytorch-fid does
                 a = torch.nn.functional.adaptive_avg_pool2d(a, (1, 1))
             out.append(a.flatten(1).double().cpu().numpy())

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from g4g.metrics.weights_info import WeightsInfo
-from g4g.utils import resolve_device
+from g4g.utils import resolve_device, true_fp32
 
 
 def load_alexnet_trunk(trunk: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -58,7 +58,8 @@ class LPIPSMetric:
         """LPIPS per image, (B,), for float (B, 3, H, W) tensors in [-1, 1]."""
         x = x.to(self.device, torch.float32)
         y = y.to(self.device, torch.float32)
-        return self.net(x, y).flatten()
+        with true_fp32():
+            return self.net(x, y).flatten()
 
     def frames(self, gen: np.ndarray, gt: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """LPIPS per frame for uint8 (T, H, W, 3) RGB frames, in batches."""

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from g4g.metrics.weights_info import WeightsInfo
+from g4g.utils import true_fp32
 
 VIDEO_FPS = 25
 AUDIO_SR = 16000
@@ -110,8 +111,9 @@ def embed_clip(model: SyncEmbedder, frames: np.ndarray, audio: np.ndarray, batch
     lip, aud = [], []
     for i in _progress(range(0, n, batch_size), progress, "LSE"):
         starts = list(range(i, min(n, i + batch_size)))
-        lip.append(model.forward_lip(model.video_batch(video, starts)).float().cpu())
-        aud.append(model.forward_aud(model.audio_batch(feats, starts)).float().cpu())
+        with true_fp32():
+            lip.append(model.forward_lip(model.video_batch(video, starts)).float().cpu())
+            aud.append(model.forward_aud(model.audio_batch(feats, starts)).float().cpu())
     return torch.cat(lip), torch.cat(aud)
 
 

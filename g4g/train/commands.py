@@ -35,7 +35,9 @@ def _runtime(a, workers: int) -> None:
     if a.threads:
         import torch
 
-        torch.set_num_threads(a.threads)
+        # the job's CPUs are shared by its ranks: with each of 2 ranks taking both CPUs of a 2-CPU job, 40
+        # steps took 62.6 s instead of 11.5 s (start-up included; OpenMP threads spin-wait on each other)
+        torch.set_num_threads(max(1, a.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def cmd_train_sync(a) -> None:
@@ -69,8 +71,10 @@ def _job(p, *sections: str):
     p.add_argument("--rule", help="Snakemake rule name (recorded as an MLflow tag)")
     p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--stop-at", type=int, help="stop with a checkpoint after this step (resume later)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads of the job, shared by its torchrun ranks "
+                   "(default: torch's own choice)")
     add_options(p, "seed", *sections, "tracking")
+    p.set_defaults(log_append=True)  # a resumed run's --log keeps the attempts before it
     return p
 
 

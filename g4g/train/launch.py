@@ -8,6 +8,9 @@ rendezvous on the job's node, and one node's 8 GPUs carry HDTF and LRS2 at the p
 
 from __future__ import annotations
 
+import os
+import signal
+
 
 def gpu_count(resources) -> int:
     """The job's GPUs: `gpu`, or N of a `gres` "gpu:N" / "gpu:model:N" (the SLURM profile uses gres)."""
@@ -25,3 +28,14 @@ def launcher(resources) -> str:
     ("ambiguous option") and stop every multi-GPU job before it starts."""
     gpus = gpu_count(resources)
     return f"torchrun --standalone --nproc_per_node {gpus} -m g4g --" if gpus > 1 else "g4g"
+
+
+def let_preemption_reach_training() -> None:
+    """Inside a SLURM job, ignore SIGUSR1 in this process (the job's Snakemake) and, by inheritance, in the
+    shell and the torchrun it starts; the training ranks install their own handler (checkpoint.Preemption).
+
+    SLURM's `--signal=USR1@N` signals every process of the job step, not only the training. Snakemake and
+    torchrun have no handler for SIGUSR1 and die of it; the step then ends while the ranks are still writing
+    their preemption checkpoint, and a cluster that tracks steps by cgroup kills them mid-write."""
+    if os.environ.get("SLURM_JOB_ID"):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)

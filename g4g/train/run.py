@@ -136,7 +136,7 @@ class TrainingRun:
         self.drain()
         self._flush()
         for lg in (self.losses, self.timings):
-            self._copy_log(lg.path, self.ckpt_dir / lg.path.name)
+            lg.copy_to(self.ckpt_dir / lg.path.name)
         state = {**state, "step": step, "fingerprint": self.fp, "mlflow_run_id": self.run_id,
                  "rng": ck.rng_state(), "meta": self.tags}
         path = ck.save_checkpoint(ck.checkpoint_path(self.ckpt_dir, step), state)

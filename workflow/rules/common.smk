@@ -5,8 +5,9 @@ from pathlib import Path
 
 from g4g.data.scan import assign_shards, dataset_clips
 from g4g.params import as_dict, resolve
-from g4g.train.launch import launcher
+from g4g.train.launch import launcher, let_preemption_reach_training
 
+let_preemption_reach_training()  # in a SLURM job: USR1 is for the training ranks, not this Snakemake
 DATASET = config["dataset"]
 ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else the active env)
 # params.yaml resolved per dataset (overrides merged, then validated: a misspelt key stops here, named)
