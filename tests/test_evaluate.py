@@ -191,3 +191,58 @@ def test_table1_lists_every_trained_variant_and_the_references():
     m = methods(p)
     assert m["table1"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion", "ground_truth", "reference_paste", "wav2lip"]
     assert m["table2"] == ["g4g", "g4g_wo_alignment", "g4g_wo_fusion"] and m["datasets"] == ["demo"]
+
+
+def test_bootstrap_interval_of_a_mean():
+    from g4g.evaluate.intervals import bootstrap_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(10.0, 2.0, 400)
+    lo, hi = bootstrap_interval(x)
+    half = 1.96 * x.std() / np.sqrt(len(x))  # the normal-theory interval the bootstrap approximates
+    assert lo < x.mean() < hi and abs((hi - lo) / 2 - half) < 0.1 * half, (lo, hi, half)
+    assert bootstrap_interval(np.full(5, 0.25)) == (0.25, 0.25)
+    assert bootstrap_interval(np.array([1.0])) is None  # one clip: no interval
+    assert bootstrap_interval(x) == bootstrap_interval(x)  # seeded: the same bytes every run
+
+
+def test_intervals_in_tables_and_paired_differences(tmp_path):
+    """Issue 12 item 3: each measured cell gets a 95 % interval over the test clips, each method its paired
+    difference from G4G. A method that is G4G + 0.5 dB on every clip, on clips whose PSNR spreads over
+    10 dB: the two cells' intervals overlap, the paired difference is exactly [0.5, 0.5]."""
+    from g4g.evaluate.tables import run_tables
+
+    psnr = np.linspace(20, 30, 12)
+    summaries = []
+    for method, shift in (("g4g", 0.0), ("mean_face", 0.5)):
+        clips = [{"clip_id": f"c{i:02d}", "PSNR": float(v + shift), "SSIM": 0.9, "n_frames": 10}
+                 for i, v in enumerate(psnr)]
+        summaries.append({"dataset": "demo", "method": method, "n_videos": 12, "n_frames": 120, "weights": {},
+                          "notes": [], "clips": clips,
+                          "metrics": {"PSNR": float(psnr.mean() + shift), "SSIM": 0.9, "FID": 12.0}})
+    paths = []
+    for s in summaries:
+        paths.append(tmp_path / f"{s['method']}.json")
+        paths[-1].write_text(json.dumps(s))
+    outs = []
+    for run in ("a", "b"):
+        t1 = tmp_path / run / "table1.csv"
+        run_tables([str(p) for p in paths], ["demo"], ["g4g", "mean_face"], ["g4g"], str(t1),
+                   str(tmp_path / run / "table2.csv"), str(tmp_path / run / "metrics"), str(tmp_path / run / "fig"))
+        outs.append((tmp_path / run / "table1_intervals.csv").read_text())
+    assert outs[0] == outs[1]
+    import csv
+
+    rows = {(r["method"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "a" / "table1_intervals.csv"))}
+    ours, theirs = rows[("g4g", "PSNR")], rows[("mean_face", "PSNR")]
+    assert float(ours["ci_low"]) < psnr.mean() < float(ours["ci_high"])
+    assert float(theirs["ci_low"]) < float(ours["ci_high"])  # unpaired, the two overlap
+    assert float(theirs["diff_vs_g4g"]) == pytest.approx(0.5)
+    assert float(theirs["diff_low"]) == pytest.approx(0.5) and float(theirs["diff_high"]) == pytest.approx(0.5)
+    assert ours["diff_vs_g4g"] == "" and ("g4g", "FID") not in rows  # FID is pooled: no per-clip values
+    assert rows[("g4g", "SSIM")]["ci_low"] == rows[("g4g", "SSIM")]["ci_high"] == "0.9"
+    md = (tmp_path / "a" / "table1.md").read_text()
+    assert f"| demo | g4g | this run | {psnr.mean():.4f} [{float(ours['ci_low']):.4f}, " in md
+    assert "| demo | mean_face | +0.5000 [0.5000, 0.5000] |" in md
+    table2_rows = (tmp_path / "a" / "table2_intervals.csv").read_text().splitlines()
+    assert len(table2_rows) == 1 + 2 and all(",g4g," in r for r in table2_rows[1:])  # table 2 shows g4g only

@@ -37,8 +37,9 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
-def bar_chart(rows: list[dict], metric: str, path: str | Path) -> Path:
-    """Horizontal bars of `metric` for every row that has it: this run in colour, the paper in grey."""
+def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None = None) -> Path:
+    """Horizontal bars of `metric` for every row that has it: this run in colour, the paper in grey; a
+    measured bar with a 95 % interval in `ci` ({(dataset, method, metric): row}) gets it as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,6 +52,14 @@ def bar_chart(rows: list[dict], metric: str, path: str | Path) -> Path:
         vals = [r["metrics"][metric] for r in have]
         colours = ["#9e9e9e" if r["source"] == "paper" else "#1f77b4" for r in have]
         ax.barh(y, vals, color=colours)
+        bounds = [(ci or {}).get((r.get("dataset"), r.get("method"), metric), {}) if r["source"] != "paper" else {}
+                  for r in have]
+        err = [(i, vals[i] - b["ci_low"], b["ci_high"] - vals[i]) for i, b in enumerate(bounds)
+               if b.get("ci_low") is not None]
+        if err:
+            idx, lo, hi = zip(*err)
+            ax.errorbar([vals[i] for i in idx], y[list(idx)], xerr=[lo, hi], fmt="none", ecolor="black",
+                        capsize=3, lw=1)
         ax.set_yticks(y, [row_label(r) for r in have], fontsize=8)
         ax.invert_yaxis()
         for yi, v in zip(y, vals):
@@ -60,7 +69,7 @@ def bar_chart(rows: list[dict], metric: str, path: str | Path) -> Path:
                 transform=ax.transAxes)
         ax.set_yticks([])
     better = "lower" if CHART_METRICS.get(metric, ("", False))[1] else "higher"
-    ax.set_title(f"{metric} ({better} is better; grey: published in the paper)", fontsize=10)
+    ax.set_title(f"{metric} ({better} is better; grey: published in the paper; bars: 95 % interval)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

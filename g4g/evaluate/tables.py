@@ -3,7 +3,9 @@
 Table 1: one row per (dataset, method) measured here (our model, the reference rows, external methods)
 followed by the paper's published rows, `source` telling them apart. Table 2: the ablation variants,
 with the paper's Table 2. Columns: the metrics (an empty cell is a metric not computed; the row's notes
-say why), the number of videos and frames scored, and the weights each metric used.
+say why), the number of videos and frames scored, and the weights each metric used. Beside each table,
+tableN_intervals.csv holds every measured cell's 95 % bootstrap interval over the test clips and its paired
+difference from G4G (g4g.evaluate.intervals); the Markdown tables and the charts show them too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from g4g.evaluate import paper
 from g4g.evaluate.charts import CHART_METRICS, bar_chart, row_label, slug
+from g4g.evaluate.intervals import REFERENCE, interval_rows, lookup, write_intervals
 from g4g.evaluate.protocol import COLUMNS
 from g4g.utils import atomic_path, write_json, write_text
 
@@ -55,6 +58,12 @@ def _cell(row: dict, col: str, digits: int | None = None) -> str:
     return "" if v is None else str(v)
 
 
+def intervals_path(table: str | Path) -> Path:
+    """results/table1.csv -> results/table1_intervals.csv"""
+    table = Path(table)
+    return table.with_name(f"{table.stem}_intervals.csv")
+
+
 def write_csv(rows: list[dict], columns: tuple[str, ...], path: str | Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -63,13 +72,41 @@ def write_csv(rows: list[dict], columns: tuple[str, ...], path: str | Path) -> N
             w.writerow([_cell(r, c) for c in columns])
 
 
-def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path, title: str) -> None:
-    """A GitHub-Markdown table: metrics with 4 decimals, columns empty in every row dropped."""
+def _interval(lo, hi) -> str:
+    return f" [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else ""
+
+
+def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path, title: str,
+                   ci: dict | None = None) -> None:
+    """A GitHub-Markdown table: metrics with 4 decimals and, for measured cells, their 95 % interval;
+    columns empty in every row dropped. Then each method's paired difference from G4G."""
+    ci = ci or {}
     keep = [c for c in columns if c in ("dataset", "method", "source") or any(_cell(r, c) for r in rows)]
     body = [f"# {title}", "", "| " + " | ".join(keep) + " |", "|" + "---|" * len(keep)]
     for r in rows:
-        cells = [_cell(r, c, 4 if c in COLUMNS else None).replace("|", "/") for c in keep]
+        cells = []
+        for c in keep:
+            cell = _cell(r, c, 4 if c in COLUMNS else None)
+            if cell and (b := ci.get((r["dataset"], r["method"], c))) is not None:
+                cell += _interval(b["ci_low"], b["ci_high"])
+            cells.append(cell.replace("|", "/"))
         body.append("| " + " | ".join(cells) + " |")
+    diffs = [b for b in ci.values() if b.get("n_paired") and any(
+        r["source"] == "this run" and (r["dataset"], r["method"]) == (b["dataset"], b["method"]) for r in rows)]
+    metrics = [c for c in keep if any(b["metric"] == c for b in diffs)]
+    if metrics:
+        body += ["", f"Difference from G4G ({REFERENCE}), the same test clips: mean and 95 % paired-bootstrap "
+                 "interval (one that excludes 0 is resolved by this test set)", "",
+                 "| dataset | method | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+        for key in dict.fromkeys((b["dataset"], b["method"]) for b in diffs):
+            cells = []
+            for m in metrics:
+                b = ci.get((*key, m), {})
+                d = b.get(f"diff_vs_{REFERENCE}")
+                cells.append("" if d is None else f"{d:+.4f}" + _interval(b["diff_low"], b["diff_high"]))
+            body.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    body += ["", "Intervals: 95 % percentile bootstrap over the test clips (g4g.evaluate.intervals); FID has none "
+             "(a pooled statistic)."] if ci else []
     write_text(path, "\n".join(body) + "\n")
 
 
@@ -98,10 +135,13 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
     the bar charts ({figures_dir}/{dataset}/{metric}.png)."""
     summaries = [json.loads(Path(p).read_text()) for p in summary_paths]
     rows1, rows2 = make_tables(summaries, datasets, table1_methods, table2_methods)
+    ci = lookup(interval_rows([s for s in summaries if s["dataset"] in datasets], COLUMNS))
     for rows, cols, path, title in ((rows1, TABLE1_COLUMNS, table1, "Table 1: comparison (reconstruction setting)"),
                                     (rows2, TABLE2_COLUMNS, table2, "Table 2: ablation")):
         write_csv(rows, cols, path)
-        write_markdown(rows, cols, Path(path).with_suffix(".md"), title)
+        write_markdown(rows, cols, Path(path).with_suffix(".md"), title, ci)
+        shown = {(r["dataset"], r["method"]) for r in rows if r["source"] == "this run"}
+        write_intervals([b for k, b in ci.items() if k[:2] in shown], intervals_path(path))
     measured = list({(r["dataset"], r["method"]): r for r in rows1 + rows2 if r["source"] == "this run"}.values())
     published = [r for r in rows1 if r["source"] == "paper"] + [
         r for r in rows2 if r["source"] == "paper" and r["method"] != "g4g"]  # full = Table 1's G4G row
@@ -114,7 +154,7 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
                 w = csv.DictWriter(f, ["method", "value", "source"])
                 w.writeheader()
                 w.writerows(plot_rows(rows, metric))
-            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png")
+            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png", ci)
     return rows1, rows2
 
 

@@ -15,6 +15,7 @@ rule tables:
         table2=report("results/table2.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "2: ablation"}),
         markdown=["results/table1.md", "results/table2.md"],
+        intervals=["results/table1_intervals.csv", "results/table2_intervals.csv"],
         metrics=expand("results/metrics/{dataset}/summary.json", dataset=METHODS["datasets"]),
         plots=expand("results/metrics/{dataset}/plots/{metric}.csv", dataset=METHODS["datasets"],
                      metric=METRIC_SLUGS),
