@@ -246,3 +246,54 @@ def test_intervals_in_tables_and_paired_differences(tmp_path):
     assert "| demo | mean_face | +0.5000 [0.5000, 0.5000] |" in md
     table2_rows = (tmp_path / "a" / "table2_intervals.csv").read_text().splitlines()
     assert len(table2_rows) == 1 + 2 and all(",g4g," in r for r in table2_rows[1:])  # table 2 shows g4g only
+
+
+@pytest.mark.slow
+def test_score_folders_without_a_model(tmp_path):
+    """Issue 12 item 2: `g4g score` pairs generated videos with ground-truth videos by name (any container,
+    rate and size), prepares the ground truth with the workflow's own rules into a cache that the next call
+    reuses, and lists every clip that is not scored with its reason: a missing video, a corrupt one, a
+    ground truth without a face (rejected by preparation), a video that pairs with nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ffmpeg
+
+    gt, a, b = tmp_path / "gt", tmp_path / "a", tmp_path / "b"
+    demo = {"dataset": "demo", "seed": 0, "datasets": {"demo": {"root": str(gt), "generate": "demo", "n_clips": 2,
+                                                          "min_seconds": 1.2, "max_seconds": 1.4, "size": 256}}}
+    g4g = [sys.executable, "-m", "g4g"]
+    subprocess.run([*g4g, "demo-data", "--out", str(gt), "--params", json.dumps(demo)], check=True,
+                   capture_output=True)
+    (gt / "demo.json").unlink()
+    make_video(gt / "noface.mp4", n=40, size=(128, 128))  # a test pattern: preparation finds no face
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(gt / "demo_000.mp4", a / "demo_000.mp4")
+    ffmpeg("-i", str(gt / "demo_001.mp4"), "-r", "30", "-vf", "scale=128:128", str(a / "demo_001.mkv"))
+    shutil.copy(gt / "demo_000.mp4", a / "stray.mp4")
+    (b / "demo_000.mp4").write_bytes((gt / "demo_000.mp4").read_bytes()[:2000])  # cut short: corrupt
+    cmd = [*g4g, "score", "--gt", str(gt), "--method", f"a={a}", "--method", f"b={b}", "--out", str(tmp_path / "out"),
+           "--cache", str(tmp_path / "cache"), "--cores", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    import csv
+
+    clips = {(c["method"], c["clip_id"]): c for c in csv.DictReader(open(tmp_path / "out" / "clips.csv"))}
+    assert len(clips) == 3 * 3  # every ground-truth clip, for each method and the ground truth itself
+    assert clips[("a", "demo_000")]["status"] == "scored" and float(clips[("a", "demo_000")]["PSNR"]) > 35
+    assert clips[("a", "demo_001")]["status"] == "scored" and 20 < float(clips[("a", "demo_001")]["PSNR"]) < 40
+    for m in ("a", "b", "ground_truth"):
+        assert clips[(m, "noface")]["reason"].startswith("ground truth not prepared: "), clips[(m, "noface")]
+    assert clips[("b", "demo_001")]["reason"].startswith("no video ")
+    assert clips[("b", "demo_000")]["status"] == "not scored" and clips[("b", "demo_000")]["reason"]
+    methods = {m["method"]: m for m in csv.DictReader(open(tmp_path / "out" / "methods.csv"))}
+    assert (methods["a"]["scored"], methods["a"]["not scored"], methods["b"]["scored"]) == ("2", "1", "0")
+    assert "pair with no ground truth, not scored: stray.mp4" in methods["a"]["notes"]
+    assert "video at 30" in methods["a"]["notes"] and "transforms rescaled" in methods["a"]["notes"]
+    # the second call reuses the prepared ground truth and scores again (the videos may have changed)
+    (a / "demo_001.mkv").unlink()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "rule faces" not in r.stdout + r.stderr, r.stderr[-3000:]
+    assert "no video" in next(c for c in csv.DictReader(open(tmp_path / "out" / "clips.csv"))
+                              if (c["method"], c["clip_id"]) == ("a", "demo_001"))["reason"]

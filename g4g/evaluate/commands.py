@@ -13,6 +13,7 @@ then `--evaluate.KEY`... options.
 from __future__ import annotations
 
 import logging
+import os
 
 from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
 from g4g.evaluate.score import evaluate_method
@@ -35,6 +36,23 @@ def cmd_tables(a) -> None:
     run_tables(a.summaries, a.datasets, a.table1_methods, a.table2_methods, a.table1, a.table2,
                a.metrics_dir, a.figures_dir)
     print(a.table1)
+
+
+def cmd_score(a) -> None:
+    from g4g.evaluate.folders import score_folders
+
+    methods = {}
+    for spec in a.method:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--method {spec!r}: write NAME=FOLDER")
+        methods[name] = folder
+    rows = score_folders(a.gt, methods, a.out, a.cache, a.cores)
+    for r in rows:
+        values = "  ".join(f"{k} {r[k]:.4f}" for k in ("PSNR", "SSIM", "LPIPS", "FID", "LSE-D", "LSE-C")
+                           if isinstance(r.get(k), float))
+        print(f"{r['method']}: {r['scored']} of {r['ground-truth clips']} clips scored  {values}")
+    print(f"per clip: {a.out}/clips.csv; per method: {a.out}/methods.csv; intervals: {a.out}/intervals.csv")
 
 
 def cmd_show_table(a) -> None:
@@ -71,6 +89,16 @@ def register(add) -> None:
     p.add_argument("--variants", nargs="+", help="G4G variants (default: params.yaml `variants`)")
     p.add_argument("--out", help="also write the full digests to this CSV")
     p.set_defaults(fn=cmd_fingerprints)
+
+    p = add("score")
+    p.add_argument("--gt", required=True, help="folder of ground-truth videos (any container, rate and size)")
+    p.add_argument("--method", required=True, action="append", metavar="NAME=FOLDER",
+                   help="a method's generated videos, named as the ground truth's (any container); repeatable")
+    p.add_argument("--out", default="results/score", help="where clips.csv, methods.csv, intervals.csv go")
+    p.add_argument("--cache", default="results/score_cache",
+                   help="prepared ground truth, one folder per ground-truth folder, reused by later calls")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="parallel jobs of the workflow")
+    p.set_defaults(fn=cmd_score)
 
     p = add("show-table")
     p.add_argument("tables", nargs="+", help="table CSVs")

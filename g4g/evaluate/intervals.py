@@ -25,9 +25,9 @@ from g4g.utils import atomic_path
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
-REFERENCE = "g4g"  # the method every other is compared with
-COLUMNS = ("dataset", "method", "metric", "value", "ci_low", "ci_high", "n_clips",
-           f"diff_vs_{REFERENCE}", "diff_low", "diff_high", "n_paired")
+REFERENCE = "g4g"  # the method every other is compared with in the tables
+COLUMNS = ("dataset", "method", "metric", "value", "ci_low", "ci_high", "n_clips", "diff", "diff_low", "diff_high",
+           "n_paired")
 
 
 def clip_values(summary: dict, metric: str) -> dict[str, float]:
@@ -48,13 +48,13 @@ def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, level: fl
     return float(lo), float(hi)
 
 
-def interval_rows(summaries: list[dict], metrics: tuple[str, ...]) -> list[dict]:
+def interval_rows(summaries: list[dict], metrics: tuple[str, ...], reference: str = REFERENCE) -> list[dict]:
     """One row per (dataset, method, metric) with per-clip values: the value, its interval, and the paired
-    difference from the reference method of the same dataset (when both scored common clips)."""
+    difference from the `reference` method of the same dataset (when both scored common clips)."""
     by = {(s["dataset"], s["method"]): s for s in summaries}
     rows = []
     for (dataset, method), s in by.items():
-        ref = by.get((dataset, REFERENCE))
+        ref = by.get((dataset, reference))
         for metric in metrics:
             vals = clip_values(s, metric)
             if not vals:
@@ -64,12 +64,12 @@ def interval_rows(summaries: list[dict], metrics: tuple[str, ...]) -> list[dict]
             row = {"dataset": dataset, "method": method, "metric": metric,
                    "value": float(np.mean([vals[i] for i in ids])), "ci_low": ci[0] if ci else None,
                    "ci_high": ci[1] if ci else None, "n_clips": len(ids)}
-            other = clip_values(ref, metric) if ref is not None and method != REFERENCE else {}
+            other = clip_values(ref, metric) if ref is not None and method != reference else {}
             shared = sorted(set(vals) & set(other))
             if shared:
                 d = np.array([vals[i] - other[i] for i in shared])
                 dci = bootstrap_interval(d)
-                row.update({f"diff_vs_{REFERENCE}": float(d.mean()), "diff_low": dci[0] if dci else None,
+                row.update({"diff": float(d.mean()), "diff_low": dci[0] if dci else None,
                             "diff_high": dci[1] if dci else None, "n_paired": len(shared)})
             rows.append(row)
     return rows
@@ -79,12 +79,13 @@ def lookup(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(r["dataset"], r["method"], r["metric"]): r for r in rows}
 
 
-def write_intervals(rows: list[dict], path: str | Path) -> None:
+def write_intervals(rows: list[dict], path: str | Path, reference: str = REFERENCE) -> None:
+    """The rows as CSV; the difference column is named after the reference (`diff_vs_g4g`)."""
     def cell(v):
         return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow([f"diff_vs_{reference}" if c == "diff" else c for c in COLUMNS])
         for r in rows:
             w.writerow([cell(r.get(c)) for c in COLUMNS])

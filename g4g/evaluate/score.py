@@ -8,6 +8,7 @@ out of the means; it never stops the others.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import numpy as np
 
 from g4g.data.crops import warp_crop
 from g4g.data.prepare import test_split_note
+from g4g.data.scan import VIDEO_EXTENSIONS
 from g4g.data.shards import FrameReader, write_table
 from g4g.evaluate.charts import frame_strip
 from g4g.evaluate.protocol import (
@@ -131,12 +133,16 @@ def _dtype(p: EvalParams, device):
 
 
 def video_of(clip: TestClip, videos_dir: str | None, index: dict) -> tuple[str | None, str | None]:
-    """(path, None) of a clip's video in videos_dir, or (None, reason) when there is none to score."""
+    """(path, None) of a clip's video in videos_dir, `{clip_id}` with any video extension (an external
+    method writes its own container), or (None, reason) when there is none, or several, to score."""
     row = index.get(clip.clip_id)
     if row is not None and row["status"] != "ok":
         return None, f"not rendered: {row['reason']}"
-    path = Path(videos_dir) / f"{clip.clip_id}.mp4"
-    return (str(path), None) if path.exists() else (None, f"no video {path}")
+    found = sorted(p for p in Path(videos_dir).glob(f"{glob.escape(clip.clip_id)}.*")
+                   if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if len(found) > 1:
+        return None, f"several videos for one clip in {videos_dir}: {', '.join(p.name for p in found)}"
+    return (str(found[0]), None) if found else (None, f"no video {Path(videos_dir) / clip.clip_id}.*")
 
 
 def aggregate(clips: list[dict], fid_stats: dict | None) -> dict:

@@ -102,7 +102,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
             cells = []
             for m in metrics:
                 b = ci.get((*key, m), {})
-                d = b.get(f"diff_vs_{REFERENCE}")
+                d = b.get("diff")
                 cells.append("" if d is None else f"{d:+.4f}" + _interval(b["diff_low"], b["diff_high"]))
             body.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     body += ["", "Intervals: 95 % percentile bootstrap over the test clips (g4g.evaluate.intervals); FID has none "
