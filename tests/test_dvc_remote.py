@@ -1,0 +1,133 @@
+"""A shared DVC remote (issue 10 item 2): tools/dvc-remote sets it up, `dvc push` from one clone and `dvc pull`
+into another give a workspace where `dvc status` is clean, `dvc repro` does nothing and the tables are the
+same bytes; a damaged object in the remote is refused on pull; a push killed half-way is completed by the
+next one. The project is the smallest demo (tests/test_workflow.tiny_pipeline) in a git repository of its
+own, with a directory remote, as on a cluster's shared file system."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow import ROOT, tiny_pipeline
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+TABLES = ("results/table1.csv", "results/table2.csv")
+
+
+def run(wd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=wd, env=ENV, capture_output=True, text=True, timeout=1200)
+    if check:
+        assert r.returncode == 0, f"{' '.join(cmd)}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+    return r
+
+
+def project(dst: Path) -> Path:
+    """The repository's tracked files in `dst`, at the tiny demo scale, committed to a git repository."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    tiny_pipeline(dst)
+    params = yaml.safe_load((dst / "params.yaml").read_text())  # dvc.yaml's evaluate stage reads all four
+    params["variants"] = yaml.safe_load((ROOT / "params.yaml").read_text())["variants"]
+    (dst / "params.yaml").write_text(yaml.safe_dump(params))
+    run(dst, "git", "init", "-q")
+    run(dst, "git", "add", "-A")
+    run(dst, "git", "commit", "-qm", "project")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory) -> dict:
+    """Clone A: the tiny demo reproduced, a shared remote set up by tools/dvc-remote, pushed."""
+    base = tmp_path_factory.mktemp("remote")
+    a = project(base / "a")
+    run(a, "dvc", "repro")
+    remote = base / "shared" / "g4g-dvc"
+    run(a, "tools/dvc-remote", str(remote))
+    run(a, "git", "add", "-A")
+    run(a, "git", "commit", "-qm", "reproduced; shared remote")
+    run(a, "dvc", "push")
+    return {"base": base, "a": a, "remote": remote}
+
+
+def test_pull_into_a_fresh_clone_needs_no_work(pushed):
+    b = pushed["base"] / "b"
+    run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(b))
+    run(b, "dvc", "pull")
+    assert "Data and pipelines are up to date" in run(b, "dvc", "status").stdout
+    repro = run(b, "dvc", "repro").stdout
+    assert "Running stage" not in repro and "Data and pipelines are up to date" in repro, repro[-2000:]
+    for t in TABLES:
+        assert (b / t).read_bytes() == (pushed["a"] / t).read_bytes(), t
+    assert (b / "results/models/demo/full/model.pt").read_bytes() == \
+        (pushed["a"] / "results/models/demo/full/model.pt").read_bytes()
+
+
+def test_a_damaged_object_in_the_remote_is_refused(pushed):
+    """tools/dvc-remote turns `verify` on: DVC re-hashes what it pulls (its default trusts the remote), so a
+    checkpoint damaged in the remote is not checked out, and the pull fails naming it."""
+    damaged = pushed["base"] / "damaged"
+    shutil.copytree(pushed["remote"], damaged)
+    target = "results/models/demo/full/model.pt"
+    lock = yaml.safe_load((pushed["a"] / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["train@full"]["outs"] if o["path"] == target)
+    victim = damaged / "files" / "md5" / md5[:2] / md5[2:]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.chmod(0o644)
+    victim.write_bytes(bytes(data))
+    c = pushed["base"] / "c"
+    run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(c))
+    run(c, "dvc", "remote", "modify", "--local", "shared", "url", str(damaged))
+    r = run(c, "dvc", "pull", check=False)
+    assert r.returncode != 0 and f"Checkout failed for following targets:\n{target}" in r.stderr, r.stderr[-2000:]
+    assert not (c / target).exists() and (c / "results/models/demo/syncnet.pt").exists()
+
+
+def test_a_killed_push_is_completed_by_the_next(pushed):
+    a, remote = pushed["a"], pushed["base"] / "second"
+    big = a / "big.bin"  # enough bytes that the push is still running when it is killed
+    big.write_bytes(os.urandom(200 * 2 ** 20))
+    run(a, "dvc", "add", "big.bin")
+    run(a, "dvc", "remote", "add", "--local", "second", str(remote))
+    p = subprocess.Popen(["dvc", "push", "-r", "second", "--jobs", "1"], cwd=a, env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (remote.exists() and any(f.is_file() for f in remote.rglob("*"))):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL  # killed, not finished
+    assert "not in sync" in run(a, "dvc", "status", "-c", "-r", "second", check=False).stdout.lower() or \
+        "new:" in run(a, "dvc", "status", "-c", "-r", "second", check=False).stdout
+    run(a, "dvc", "push", "-r", "second")
+    status = run(a, "dvc", "status", "-c", "-r", "second").stdout
+    assert "in sync" in status.lower(), status
+    d = pushed["base"] / "d"  # what the completed remote holds is whole: a verified pull from it
+    run(pushed["base"], "git", "clone", "-q", str(a), str(d))
+    shutil.copy2(a / "big.bin.dvc", d / "big.bin.dvc")
+    run(d, "dvc", "remote", "add", "--local", "second", str(remote))
+    run(d, "dvc", "remote", "modify", "--local", "second", "verify", "true")
+    run(d, "dvc", "pull", "-r", "second", "big.bin")
+    assert (d / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_remote_settings_it_cannot_use_are_named(tmp_path):
+    a = project(tmp_path / "a")
+    r = run(a, "tools/dvc-remote", "s3://bucket/g4g", check=False)
+    assert r.returncode == 1 and "remote 'shared' (s3://bucket/g4g) needs the dvc-s3 package" in r.stderr
+    r = run(a, "tools/dvc-remote", "/proc/g4g-dvc", "lab", check=False)
+    assert r.returncode == 1 and "remote 'lab': cannot create the directory /proc/g4g-dvc" in r.stderr
+    r = run(a, "dvc", "push", check=False)  # no remote yet: DVC names the setting
+    assert r.returncode != 0 and "no remote specified" in (r.stdout + r.stderr).lower()
