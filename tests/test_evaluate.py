@@ -244,6 +244,16 @@ def test_intervals_in_tables_and_paired_differences(tmp_path):
     md = (tmp_path / "a" / "table1.md").read_text()
     assert f"| demo | g4g | this run | {psnr.mean():.4f} [{float(ours['ci_low']):.4f}, " in md
     assert "| demo | mean_face | +0.5000 [0.5000, 0.5000] |" in md
+    # the paper's rows carry the same (dataset, method) keys as a run on HDTF: they never get this run's interval
+    from g4g.evaluate.tables import TABLE1_COLUMNS, make_tables, write_markdown
+
+    hdtf = {**summaries[0], "dataset": "hdtf"}
+    rows1, _ = make_tables([hdtf], ["hdtf"], ["g4g"], ["g4g"])
+    ci = {("hdtf", "g4g", "PSNR"): {"ci_low": 1.0, "ci_high": 2.0}}
+    write_markdown(rows1, TABLE1_COLUMNS, tmp_path / "hdtf.md", "t", ci)
+    lines = (tmp_path / "hdtf.md").read_text().splitlines()
+    assert "[1.0000, 2.0000]" in next(ln for ln in lines if "| hdtf | g4g | this run |" in ln)
+    assert "[" not in next(ln for ln in lines if "| hdtf | g4g | paper |" in ln)
     table2_rows = (tmp_path / "a" / "table2_intervals.csv").read_text().splitlines()
     assert len(table2_rows) == 1 + 2 and all(",g4g," in r for r in table2_rows[1:])  # table 2 shows g4g only
 
@@ -297,3 +307,30 @@ def test_score_folders_without_a_model(tmp_path):
     assert r.returncode == 0 and "rule faces" not in r.stdout + r.stderr, r.stderr[-3000:]
     assert "no video" in next(c for c in csv.DictReader(open(tmp_path / "out" / "clips.csv"))
                               if (c["method"], c["clip_id"]) == ("a", "demo_001"))["reason"]
+
+
+def test_a_methods_video_is_its_clip_id_in_any_container(tmp_path):
+    from types import SimpleNamespace
+
+    from g4g.evaluate.score import video_of
+
+    clip = SimpleNamespace(clip_id="talk")
+    (tmp_path / "talk.v2.mp4").write_bytes(b"x")  # another clip's id ("talk.v2"), not this one's
+    assert video_of(clip, str(tmp_path), {})[0] is None
+    (tmp_path / "talk.mkv").write_bytes(b"x")
+    assert video_of(clip, str(tmp_path), {}) == (str(tmp_path / "talk.mkv"), None)
+    (tmp_path / "talk.avi").write_bytes(b"x")
+    assert video_of(clip, str(tmp_path), {})[1].startswith("several videos for one clip")
+
+
+def test_score_refuses_method_names_it_cannot_use(tmp_path):
+    import subprocess
+    import sys
+
+    for spec, words in (("ground_truth=x", "reserved"), ("a/b=x", "NAME of letters"), ("a", "write NAME=FOLDER")):
+        r = subprocess.run([sys.executable, "-m", "g4g", "score", "--gt", str(tmp_path), "--method", spec],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and words in r.stderr, r.stderr[-1000:]
+    r = subprocess.run([sys.executable, "-m", "g4g", "score", "--gt", str(tmp_path), "--method", "a=x", "--method",
+                        "a=y"], capture_output=True, text=True)
+    assert r.returncode == 2 and "given twice" in r.stderr

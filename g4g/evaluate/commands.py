@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
 from g4g.evaluate.score import evaluate_method
@@ -44,8 +45,11 @@ def cmd_score(a) -> None:
     methods = {}
     for spec in a.method:
         name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--method {spec!r}: write NAME=FOLDER")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not folder:
+            raise ValueError(f"--method {spec!r}: write NAME=FOLDER, NAME of letters, digits, '_', '.', '-'")
+        if name in methods or name in ("ground_truth", "summary"):
+            raise ValueError(f"--method {spec!r}: the name {name!r} is " +
+                             ("given twice" if name in methods else "reserved"))
         methods[name] = folder
     rows = score_folders(a.gt, methods, a.out, a.cache, a.cores)
     for r in rows:

@@ -7,7 +7,9 @@ and each generated folder is an external method scored by the workflow's `evalua
 protocol of Table 1, nothing re-implemented. A second call with the same ground truth finds the preparation
 done and only scores. Videos pair by file name: ground truth `talk.mp4` with `talk.<any container>` in each
 method's folder (a ground-truth file in a subfolder, `a/talk.mp4`, pairs with `a__talk.*`); rate, size and
-container are free (the evaluation resamples to 25 fps and rescales the crop transforms).
+container are free (the evaluation resamples to 25 fps and rescales the crop transforms). A ground-truth
+name is made id-safe first (g4g.data.scan.clip_id_for: `my talk.mp4` is clip `my_talk`), and the method's
+video must carry that id.
 
 Nothing is dropped silently: every ground-truth clip gets one row per method in clips.csv, scored or not,
 with the reason (the ground truth could not be prepared, the method has no video for it, its video is
@@ -16,7 +18,6 @@ unreadable, ...), and methods.csv counts them beside the means.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -29,11 +30,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from g4g.data.scan import VIDEO_EXTENSIONS, dataset_clips
-from g4g.evaluate.intervals import interval_rows, write_intervals
+from g4g.evaluate.intervals import interval_rows, write_intervals, write_rows
 from g4g.evaluate.protocol import COLUMNS
 from g4g.evaluate.score import GROUND_TRUTH
 from g4g.params import PARAMS_PATH, ROOT, DatasetParams, load
-from g4g.utils import atomic_path, write_text
+from g4g.utils import write_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ DATASET = "score"  # the ground-truth folder's dataset name inside its cache
 
 
 def cache_for(gt: Path, cache_root: Path) -> Path:
-    """The cache folder of one ground-truth folder: its preparation is reused by every later call."""
+    """The cache folder of one ground-truth folder (keyed by its absolute path): its preparation is reused
+    by every later call; Snakemake redoes it when the folder's videos change."""
     return cache_root / hashlib.sha256(str(gt.resolve()).encode()).hexdigest()[:12]
 
 
@@ -109,17 +111,6 @@ def method_rows(ids: list[str], summaries: dict[str, dict], extra: dict[str, lis
     return rows
 
 
-def _write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
-    def cell(v):
-        return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([cell(r.get(c)) for c in columns])
-
-
 def score_folders(gt: str | Path, methods: dict[str, str | Path], out: str | Path,
                   cache_root: str | Path = "results/score_cache", cores: int = 1) -> list[dict]:
     """Score each method's folder against `gt`; write clips.csv, methods.csv and intervals.csv in `out`."""
@@ -137,10 +128,10 @@ def score_folders(gt: str | Path, methods: dict[str, str | Path], out: str | Pat
     prep = {r["clip_id"]: f"{r['stage']}: {r['reason']}" for r in pq.read_table(rejects_file).to_pylist()} \
         if rejects_file.exists() else {}
     metrics = [c for c in COLUMNS if any(c in s["metrics"] for s in summaries.values())]
-    _write_csv(clip_rows(ids, summaries, prep), ["method", "clip_id", "status", "reason", "n_frames", *metrics],
+    write_rows(clip_rows(ids, summaries, prep), ["method", "clip_id", "status", "reason", "n_frames", *metrics],
                out / "clips.csv")
     rows = method_rows(ids, summaries, {m: unpaired(d, ids) for m, d in methods.items()})
-    _write_csv(rows, ["method", "ground-truth clips", "scored", "not scored", "frames", *metrics, "notes"],
+    write_rows(rows, ["method", "ground-truth clips", "scored", "not scored", "frames", *metrics, "notes"],
                out / "methods.csv")
     first = next(iter(methods))
     write_intervals(interval_rows([{**s, "dataset": DATASET} for s in summaries.values()], tuple(metrics),

@@ -15,7 +15,6 @@ same bytes on every run; RESAMPLES, LEVEL and SEED are part of the frozen protoc
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +30,15 @@ COLUMNS = ("dataset", "method", "metric", "value", "ci_low", "ci_high", "n_clips
 
 
 def clip_values(summary: dict, metric: str) -> dict[str, float]:
-    """{clip_id: value} of `metric` over the clips a method summary scored (finite values only)."""
-    return {c["clip_id"]: float(c[metric]) for c in summary.get("clips", [])
-            if isinstance(c.get(metric), (int, float)) and math.isfinite(c[metric])}
+    """{clip_id: value} of `metric` over the clips a method summary scored."""
+    return {c["clip_id"]: float(c[metric]) for c in summary.get("clips", []) if isinstance(c.get(metric), (int, float))}
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
                        seed: int = SEED) -> tuple[float, float] | None:
     """Percentile interval of the mean of `values` (one per clip), or None for fewer than 2 clips."""
     values = np.asarray(values, np.float64)
-    if len(values) < 2:
+    if len(values) < 2 or not np.isfinite(values).all():  # an inf PSNR (identical frames): the mean is inf
         return None
     draws = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
     means = values[draws].mean(axis=1)
@@ -79,13 +77,19 @@ def lookup(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(r["dataset"], r["method"], r["metric"]): r for r in rows}
 
 
-def write_intervals(rows: list[dict], path: str | Path, reference: str = REFERENCE) -> None:
-    """The rows as CSV; the difference column is named after the reference (`diff_vs_g4g`)."""
+def write_rows(rows: list[dict], columns: list[str] | tuple[str, ...], path: str | Path,
+               header: list[str] | None = None) -> None:
+    """Rows as CSV (atomically): floats with 6 significant digits, None empty."""
     def cell(v):
         return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([f"diff_vs_{reference}" if c == "diff" else c for c in COLUMNS])
+        w.writerow(header or columns)
         for r in rows:
-            w.writerow([cell(r.get(c)) for c in COLUMNS])
+            w.writerow([cell(r.get(c)) for c in columns])
+
+
+def write_intervals(rows: list[dict], path: str | Path, reference: str = REFERENCE) -> None:
+    """The rows as CSV; the difference column is named after the reference (`diff_vs_g4g`)."""
+    write_rows(rows, COLUMNS, path, [f"diff_vs_{reference}" if c == "diff" else c for c in COLUMNS])

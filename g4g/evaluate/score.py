@@ -139,7 +139,7 @@ def video_of(clip: TestClip, videos_dir: str | None, index: dict) -> tuple[str |
     if row is not None and row["status"] != "ok":
         return None, f"not rendered: {row['reason']}"
     found = sorted(p for p in Path(videos_dir).glob(f"{glob.escape(clip.clip_id)}.*")
-                   if p.suffix.lower() in VIDEO_EXTENSIONS)
+                   if p.stem == clip.clip_id and p.suffix.lower() in VIDEO_EXTENSIONS)
     if len(found) > 1:
         return None, f"several videos for one clip in {videos_dir}: {', '.join(p.name for p in found)}"
     return (str(found[0]), None) if found else (None, f"no video {Path(videos_dir) / clip.clip_id}.*")

@@ -87,7 +87,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
         cells = []
         for c in keep:
             cell = _cell(r, c, 4 if c in COLUMNS else None)
-            if cell and (b := ci.get((r["dataset"], r["method"], c))) is not None:
+            if cell and r["source"] == "this run" and (b := ci.get((r["dataset"], r["method"], c))) is not None:
                 cell += _interval(b["ci_low"], b["ci_high"])
             cells.append(cell.replace("|", "/"))
         body.append("| " + " | ".join(cells) + " |")
