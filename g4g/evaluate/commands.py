@@ -17,6 +17,7 @@ import os
 import re
 
 from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
+from g4g.evaluate.folders import score_folders
 from g4g.evaluate.score import evaluate_method
 from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
@@ -40,8 +41,6 @@ def cmd_tables(a) -> None:
 
 
 def cmd_score(a) -> None:
-    from g4g.evaluate.folders import score_folders
-
     methods = {}
     for spec in a.method:
         name, sep, folder = spec.partition("=")
