@@ -26,7 +26,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from g4g.data.scan import VIDEO_EXTENSIONS, dataset_clips
@@ -34,6 +33,7 @@ from g4g.evaluate.intervals import interval_rows, write_intervals, write_rows
 from g4g.evaluate.protocol import COLUMNS
 from g4g.evaluate.score import GROUND_TRUTH
 from g4g.params import PARAMS_PATH, ROOT, DatasetParams, load
+from g4g.rejects import read_rejects
 from g4g.utils import write_text
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,8 @@ def score_folders(gt: str | Path, methods: dict[str, str | Path], out: str | Pat
     run_workflow(cache, list(methods), cores)
     summaries = {m: json.loads((cache / "results" / "metrics" / DATASET / f"{m}.json").read_text())
                  for m in [*methods, GROUND_TRUTH]}
-    rejects_file = cache / "results" / DATASET / "rejects.parquet"
-    prep = {r["clip_id"]: f"{r['stage']}: {r['reason']}" for r in pq.read_table(rejects_file).to_pylist()} \
-        if rejects_file.exists() else {}
+    prep = {r["clip_id"]: f"{r['stage']}: {r['reason']}"
+            for r in read_rejects([cache / "results" / DATASET / "rejects.parquet"]).to_pylist()}
     metrics = [c for c in COLUMNS if any(c in s["metrics"] for s in summaries.values())]
     write_rows(clip_rows(ids, summaries, prep), ["method", "clip_id", "status", "reason", "n_frames", *metrics],
                out / "clips.csv")

@@ -91,8 +91,8 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
                 cell += _interval(b["ci_low"], b["ci_high"])
             cells.append(cell.replace("|", "/"))
         body.append("| " + " | ".join(cells) + " |")
-    diffs = [b for b in ci.values() if b.get("n_paired") and any(
-        r["source"] == "this run" and (r["dataset"], r["method"]) == (b["dataset"], b["method"]) for r in rows)]
+    measured = {(r["dataset"], r["method"]) for r in rows if r["source"] == "this run"}
+    diffs = [b for b in ci.values() if b.get("n_paired") and (b["dataset"], b["method"]) in measured]
     metrics = [c for c in keep if any(b["metric"] == c for b in diffs)]
     if metrics:
         body += ["", f"Difference from G4G ({REFERENCE}), the same test clips: mean and 95 % paired-bootstrap "
