@@ -1,5 +1,5 @@
 """The `g4g` command line: one subcommand per workflow rule, under the rule's name (`g4g faces` runs rule
-`faces`), plus `lipsync`, `score`, `show-table`, `weights` and `params`.
+`faces`), plus `lipsync`, `score`, `study`, `show-table`, `weights` and `params`.
 
 Each phase defines its subcommands in g4g/<phase>/commands.py; this module lists them and dispatches. A
 phase's module is imported only when one of its subcommands runs, so `g4g lipsync` never loads the
@@ -23,8 +23,8 @@ from g4g.utils import setup_logging, write_text
 
 log = logging.getLogger("g4g")
 
-DATA, TRAIN, INFER, EVALUATE = "g4g.data.commands", "g4g.train.commands", "g4g.infer.commands", \
-    "g4g.evaluate.commands"
+DATA, TRAIN, INFER, EVALUATE, STUDY = "g4g.data.commands", "g4g.train.commands", "g4g.infer.commands", \
+    "g4g.evaluate.commands", "g4g.study.commands"
 # subcommand -> (the module that defines it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": (DATA, "generate the embedded demo dataset"),
@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": (EVALUATE, "table1/table2 (CSV + Markdown), DVC metrics, charts"),
     "score": (EVALUATE, "score folders of generated videos against ground-truth videos (no model needed)"),
     "show-table": (EVALUATE, "print results/table1.csv or table2.csv as aligned text"),
+    "study": (STUDY, "the user study of Table 3: create | invite | serve | table"),
     "fingerprints": (EVALUATE, "short digests of the data, weights, videos and tables, to compare reproductions"),
 }
 # what a user gets wrong (a missing file, a bad setting, a clip that cannot be used): one line, status 2

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # lowest first: a module may import its own layer and the layers before it, never a later one
 LAYERS = ["utils", "rejects", "params", "weights", "tracking", "io", "data", "models", "losses", "metrics",
-          "train", "infer", "evaluate", "bench", "cli", "__main__"]
+          "train", "infer", "evaluate", "study", "bench", "cli", "__main__"]
 # in-function g4g imports that must stay there, with the reason
 LAZY = {
     "g4g/train/commands.py": "OMP_WAIT_POLICY must be set before torch is imported, once the workers are known",

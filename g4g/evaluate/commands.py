@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
-from g4g.evaluate.folders import score_folders
+from g4g.evaluate.folders import parse_methods, score_folders
 from g4g.evaluate.score import evaluate_method
 from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
@@ -41,15 +40,7 @@ def cmd_tables(a) -> None:
 
 
 def cmd_score(a) -> None:
-    methods = {}
-    for spec in a.method:
-        name, sep, folder = spec.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not folder:
-            raise ValueError(f"--method {spec!r}: write NAME=FOLDER, NAME of letters, digits, '_', '.', '-'")
-        if name in methods or name in ("ground_truth", "summary"):
-            raise ValueError(f"--method {spec!r}: the name {name!r} is " +
-                             ("given twice" if name in methods else "reserved"))
-        methods[name] = folder
+    methods = parse_methods(a.method)
     rows = score_folders(a.gt, methods, a.out, a.cache, a.cores)
     for r in rows:
         values = "  ".join(f"{k} {r[k]:.4f}" for k in ("PSNR", "SSIM", "LPIPS", "FID", "LSE-D", "LSE-C")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,21 @@ from g4g.utils import write_text
 log = logging.getLogger(__name__)
 
 DATASET = "score"  # the ground-truth folder's dataset name inside its cache
+
+
+def parse_methods(specs: list[str]) -> dict[str, str]:
+    """--method NAME=FOLDER options as {name: folder}; a name that could not be a table row or a file name
+    (or is given twice, or is reserved) is refused with the option quoted."""
+    methods = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not folder:
+            raise ValueError(f"--method {spec!r}: write NAME=FOLDER, NAME of letters, digits, '_', '.', '-'")
+        if name in methods or name in (GROUND_TRUTH, "summary"):
+            raise ValueError(f"--method {spec!r}: the name {name!r} is " +
+                             ("given twice" if name in methods else "reserved"))
+        methods[name] = folder
+    return methods
 
 
 def cache_for(gt: Path, cache_root: Path) -> Path:

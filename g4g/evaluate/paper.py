@@ -33,6 +33,17 @@ TABLE2 = [
     ("g4g", "full", 27.5560, 0.9083, 0.0904, 0.0020, 7.8920, 7.3381),
 ]
 
+# Table 3 (user study: mean opinion score 1-5, 20 raters, 4 videos per dataset):
+# (method, visual quality, lip sync, realness)
+TABLE3 = [
+    ("wav2lip", 2.92, 3.34, 3.51),
+    ("videoretalking", 3.14, 3.42, 3.28),
+    ("dinet", 2.98, 3.72, 3.37),
+    ("ip_lap", 2.33, 3.91, 3.68),
+    ("g4g", 3.41, 4.26, 4.34),
+]
+TABLE3_RATERS = 20
+
 NOTE = "published in arXiv 2402.18122 (the paper's own evaluation)"
 
 
