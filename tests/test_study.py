@@ -41,7 +41,8 @@ def sources(tmp_path_factory) -> Path:
     for i, cid in enumerate(GOOD):
         make_video(root / "gt" / f"{cid}.mp4", n=40 + i)
         make_video(root / "m_a" / f"{cid}.mp4", n=40 + i, extra=("-metadata", "title=made by m_a"))
-        make_video(root / "m_b" / f"{cid}.mkv", n=38 + i, size=(96, 72), fps=30)  # any container, rate, size
+        make_video(root / "m_b" / f"{cid}.mkv", n=38 + i, size=(96, 72) if i else (48, 48), fps=30)  # any
+        # container, rate, size and aspect ratio
     make_video(root / "m_a" / "only_a.mp4", n=40)  # no video from m_b (nor ground truth)
     for d in ("gt", "m_a"):
         make_video(root / d / "mute.mp4", n=40)
@@ -83,7 +84,7 @@ def test_study_is_frozen_blind_and_names_what_it_left_out(study_dir, sources):
     assert "cut.mp4" in rejects["cut"]
     for cid in GOOD:
         infos = [probe(study_dir / "media" / media) for _, c, _, media in items if c == cid]
-        assert {(i.width, i.height) for i in infos} == {(64, 48)}  # the ground truth's size, m_b's scaled
+        assert {(i.width, i.height) for i in infos} == {(64, 48)}  # the ground truth's frame, m_b's fitted
         assert all(abs(i.fps - 25) < 0.01 and i.has_audio for i in infos)
         assert max(i.n_frames for i in infos) - min(i.n_frames for i in infos) <= 1  # one length per clip
     for _, _, _, media in items:  # nothing in a file's name or bytes says which method made it
@@ -134,6 +135,7 @@ def test_api_refuses_what_it_must_and_changes_nothing(fresh_study):
     assert not re.search(r"m_a|m_b|ground_truth|\bc[123]\b|\.mp4", served)  # the random handle aside
     video = alice.get(nxt["video"])
     assert video.status_code == 200 and video.mimetype == "video/mp4"
+    assert "ETag" not in video.headers and "Last-Modified" not in video.headers  # no file times (made in order)
     assert alice.get(nxt["video"], headers={"Range": "bytes=0-99"}).status_code == 206  # seeking works
     bobs = bob.get("/api/next").json["clip"]
     assert alice.get(f"/media/{bobs}").status_code == 404  # another rater's handle means nothing
@@ -244,8 +246,9 @@ def test_a_rater_in_a_real_browser_stops_resumes_and_is_counted(fresh_study, tmp
     links = dict(line.split("\t") for line in subprocess.run(
         [sys.executable, "-m", "g4g", "study", "invite", "--study", str(fresh_study), "alice", "bob",
          "--url", "http://127.0.0.1:1"], capture_output=True, text=True, check=True).stdout.splitlines())
+    access_log = tmp_path / "serve.log"
     server = subprocess.Popen([sys.executable, "-m", "g4g", "study", "serve", "--study", str(fresh_study),
-                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               "--port", "0"], stdout=subprocess.PIPE, stderr=access_log.open("w"), text=True)
     try:
         url = server.stdout.readline().split(" on ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
@@ -292,6 +295,8 @@ def test_a_rater_in_a_real_browser_stops_resumes_and_is_counted(fresh_study, tmp
     finally:
         server.terminate()
         server.wait(timeout=30)
+    log = access_log.read_text()
+    assert "GET /join/<token>" in log and not any(link.rsplit("/", 1)[1] in log for link in links.values())
     # the table holds exactly what the two raters submitted
     out = tmp_path / "table3"
     subprocess.run([sys.executable, "-m", "g4g", "study", "table", "--study", str(fresh_study), "--out", str(out)],

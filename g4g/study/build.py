@@ -62,14 +62,17 @@ def check_source(video: Path, sound: Path | None, silence_dbfs: float) -> float:
     return info.duration
 
 
-def encode(video: Path, sound: Path | None, seconds: float, height: int, out: Path) -> None:
-    """Re-encode one source for the page: `seconds` long, `height` rows (even width, square pixels), 25 fps,
-    no metadata, bit-exact muxing (no encoder version strings). ffmpeg applies rotation metadata itself."""
+def encode(video: Path, sound: Path | None, seconds: float, size: tuple[int, int], out: Path) -> None:
+    """Re-encode one source for the page: `seconds` long, `size` (w, h) with the picture scaled to fit and
+    centred (another aspect ratio is padded, not cut), square pixels, 25 fps, no metadata, bit-exact
+    muxing (no encoder version strings). ffmpeg applies rotation metadata itself."""
+    w, h = size
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(video)]
     if sound is not None:
         cmd += ["-i", str(sound)]
     cmd += ["-t", f"{seconds:.3f}", "-map", "0:v:0", "-map", f"{1 if sound else 0}:a:0",
-            "-vf", f"fps={FPS},scale=-2:{height}:flags=bicubic,setsar=1",
+            "-vf", f"fps={FPS},scale={w}:{h}:force_original_aspect_ratio=decrease:flags=bicubic,"
+                   f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1",
             "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "128k", "-ar", "48000",
             "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
@@ -88,12 +91,14 @@ def _clip_items(folder: Path, cid: str, videos: dict[str, tuple[Path, Path | Non
     seconds = min(check_source(*v, silence_dbfs) for v in videos.values())
     if seconds < MIN_SECONDS:
         raise ClipError(f"{seconds:.2f} s long, shorter than {MIN_SECONDS} s: too short to rate")
-    h = height or min(MAX_HEIGHT, probe(next(iter(videos.values()))[0]).height) // 2 * 2
+    first = probe(next(iter(videos.values()))[0])  # the ground truth's, else the first method's, frame
+    h = height or min(MAX_HEIGHT, first.height) // 2 * 2
+    size = (round(first.width * h / first.height / 2) * 2, h)
     made = []
     try:
         for m, v in videos.items():
             made.append((cid, m, f"{secrets.token_hex(16)}.mp4"))
-            encode(*v, seconds, h, folder / MEDIA / made[-1][2])
+            encode(*v, seconds, size, folder / MEDIA / made[-1][2])
             bar.update()
     except ClipError:
         for *_, media in made:
@@ -105,8 +110,8 @@ def _clip_items(folder: Path, cid: str, videos: dict[str, tuple[Path, Path | Non
 def create_study(folder: str | Path, methods: dict[str, str | Path], gt: str | Path | None = None,
                  clips: int = 4, seed: int = 0, height: int = 0) -> Study:
     """Make the study in `folder` (which must not hold one): `clips` clips drawn with `seed` among those
-    every method (and the ground truth `gt`, a control rated like a method) has; `height` 0 keeps each
-    clip's ground-truth height (else its first method's), at most MAX_HEIGHT."""
+    every method (and the ground truth `gt`, a control rated like a method) has. Every video of a clip gets
+    the ground truth's frame (else the first method's) at `height` rows (0: its own, at most MAX_HEIGHT)."""
     folder = Path(folder)
     if (folder / "study.sqlite").exists():
         raise ValueError(f"{folder} already holds a study; a study is frozen once made (ratings refer to "
@@ -126,6 +131,11 @@ def create_study(folder: str | Path, methods: dict[str, str | Path], gt: str | P
     order = sorted(everyone)
     random.Random(seed).shuffle(order)
     silence = project_params().audio.silence_dbfs
+    leftovers = sorted((folder / MEDIA).glob("*.mp4")) if (folder / MEDIA).is_dir() else []
+    for p in leftovers:  # of a create that was interrupted (no study.sqlite): they belong to no study
+        p.unlink()
+    if leftovers:
+        log.info("removed %d videos of an interrupted `g4g study create` in %s", len(leftovers), folder)
     (folder / MEDIA).mkdir(parents=True, exist_ok=True)
     items, chosen = [], []
     bar = tqdm(total=min(clips, len(order)) * len(names), desc="study videos", unit="video")

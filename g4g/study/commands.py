@@ -28,6 +28,8 @@ def cmd_create(a) -> None:
 
 def cmd_invite(a) -> None:
     study = Study(a.study)
+    if a.renew and (a.count or not a.names):
+        raise ValueError("--renew makes new links for raters named on the command line, not --count")
     names = list(a.names)
     taken, i = {n for n, *_ in study.progress()} | set(names), 0
     while len(names) < len(a.names) + a.count:  # --count: the next free rater_NN names
@@ -44,7 +46,7 @@ def cmd_invite(a) -> None:
 
 
 def cmd_serve(a) -> None:
-    serve(a.study, a.host, a.port)
+    serve(a.study, a.host, a.port, a.behind_proxy)
 
 
 def cmd_table(a) -> None:
@@ -84,6 +86,8 @@ def register(add) -> None:
     p = action("serve", "the rating web application")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8050, help="port (0: any free one, printed)")
+    p.add_argument("--behind-proxy", action="store_true",
+                   help="trust X-Forwarded-Proto/-For from an HTTPS proxy in front (the cookie becomes Secure)")
     p.set_defaults(fn=cmd_serve)
 
     p = action("table", "Table 3 from the ratings: results/table3.csv and .md")

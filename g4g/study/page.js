@@ -26,7 +26,7 @@ function complete() {
 async function call(url, options) {
   const resp = await fetch(url, {credentials: "same-origin", ...options});
   const body = await resp.json().catch(() => ({error: `the server answered ${resp.status}`}));
-  if (!resp.ok) throw new Error(body.error || `the server answered ${resp.status}`);
+  if (!resp.ok) throw Object.assign(new Error(body.error || `the server answered ${resp.status}`), {status: resp.status});
   return body;
 }
 
@@ -63,6 +63,10 @@ $("form").addEventListener("submit", async (event) => {
   } catch (e) {
     $("message").textContent = e.message;
     $("submit").disabled = !complete();
+    if (e.status === 409) {  // rated meanwhile (a lost answer, another tab): go on, and say why
+      await load();
+      $("message").textContent = e.message;
+    }
   }
 });
 

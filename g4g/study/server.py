@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, redirect, request, send_file
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from g4g.study.store import CRITERIA, RatingError, Study
 
@@ -29,9 +31,12 @@ SIGN_IN = ("This study is by invitation: open the personal link you were given. 
            "ask the organiser for a new one.")
 
 
-def create_app(folder: str | Path) -> Flask:
+def create_app(folder: str | Path, behind_proxy: bool = False) -> Flask:
     study = Study(folder)
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 4096  # a submission is a few dozen bytes
+    if behind_proxy:  # the proxy's X-Forwarded-Proto: https makes the cookie Secure
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_for=1)
 
     def rater() -> int:
         r = study.rater_for(request.cookies.get(COOKIE))
@@ -45,7 +50,9 @@ def create_app(folder: str | Path) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        return jsonify(error=e.description), e.code
+        resp = jsonify(error=e.description)
+        resp.headers.extend((k, v) for k, v in e.get_headers() if k.lower() != "content-type")  # Allow: ...
+        return resp, e.code
 
     @app.after_request
     def headers(resp: Response) -> Response:
@@ -89,7 +96,9 @@ def create_app(folder: str | Path) -> Flask:
         path = study.media_for(rater(), handle)
         if path is None:
             raise RatingError(404, f"unknown clip {handle!r}")
-        return send_file(path, mimetype="video/mp4", conditional=True, max_age=0)  # range requests: seeking
+        resp = send_file(path, mimetype="video/mp4", conditional=True, etag=False, max_age=0)  # ranges: seeking
+        del resp.headers["Last-Modified"]  # the files' times would tell the order they were made in
+        return resp
 
     @app.post("/api/rating")
     def rate():
@@ -109,17 +118,30 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8050) -> None:
+class _RequestLog(WSGIRequestHandler):
+    """Werkzeug's access log without the personal tokens of /join/<token> requests."""
+
+    def log_request(self, code="-", size="-"):
+        path = self.path
+        self.path = re.sub(r"^/join/[^/?#]+", "/join/<token>", path)
+        try:
+            super().log_request(code, size)
+        finally:
+            self.path = path
+
+
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8050, behind_proxy: bool = False) -> None:
     """Serve until interrupted; prints the address first (port 0: a free one). Loopback unless `host`
-    says otherwise: on a shared network, put it behind an HTTPS proxy (the cookie then becomes Secure)."""
-    app = create_app(folder)
+    says otherwise: on a shared network, put it behind an HTTPS proxy and pass `behind_proxy` (the
+    cookie is then Secure)."""
+    app = create_app(folder, behind_proxy)
     if not _loopback(host):
         log.warning("listening on %s: anyone who can reach this port and holds a link can rate; links travel "
                     "in clear text unless an HTTPS proxy is in front", host)
-    server = make_server(host, port, app, threaded=True)  # a thread per request; SQLite serialises writes
-    url = f"http://{host}:{server.port}/"
-    print(f"serving the study in {folder} on {url} (links: g4g study invite --study {folder} --url {url}); "
-          f"Ctrl-C stops", flush=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_RequestLog)  # SQLite serialises writes
+    url = f"http://{f'[{host}]' if ':' in host else host}:{server.port}/"
+    print(f"serving the study in {folder} on {url} (links: g4g study invite --study {folder} --url URL, "
+          f"URL the address raters reach); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
