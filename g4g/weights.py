@@ -91,6 +91,9 @@ MANIFEST: dict[str, WeightFile] = {w.name: w for w in [
                "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                "pt_inception-2015-12-05-6726825d.pth",
                HUB, "evaluate (FID)", "Apache-2.0 (pytorch-fid)", sha256_prefix="6726825d"),
+    WeightFile("sfd_face", "sfd_face.pth", "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/sfd_face.pth",
+               "syncnet", "evaluate (LSE face boxes, syncnet_python framing)",
+               "see joonson/syncnet_python (S3FD, research use)"),
     WeightFile("syncnet_v2", "syncnet_v2.model",
                "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
                "syncnet", "evaluate (LSE-D, LSE-C)", "see joonson/syncnet_python (research use)"),

@@ -150,6 +150,35 @@ def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepa
     assert (tmp_path / "figures" / "demo" / "psnr.png").exists()
 
 
+def test_lse_in_both_framings_and_the_labelled_fallback_detector(prepared, tmp_path, monkeypatch):
+    """syncnet_v2 weights present (random ones), sfd_face.pth not: LSE-D/LSE-C are framed with dlib's HOG
+    boxes and say so; the clip (a test pattern) holds no face, so they are empty with the reason, while
+    the landmark-crop columns are filled."""
+    import torch
+
+    from g4g.evaluate.score import evaluate_method
+    from g4g.metrics.syncnet import SyncNetV2
+    from g4g.params import EvalParams
+
+    torch.manual_seed(0)
+    (tmp_path / "w" / "syncnet").mkdir(parents=True)
+    torch.save(SyncNetV2().state_dict(), tmp_path / "w" / "syncnet" / "syncnet_v2.model")
+    monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "w"))
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    shutil.copy(prepared["video"], ext / "c0.mp4")
+    s = evaluate_method("demo", "ext", prepared["clips"], prepared["resampled"], str(ext), str(tmp_path / "m"),
+                        str(tmp_path / "m.json"), None, EvalParams(chunk_frames=8, strip_frames=0),
+                        tracking={"mlflow": False}, progress=False)
+    assert {"LSE-D (landmark crop)", "LSE-C (landmark crop)"} <= set(s["metrics"])
+    assert not {"LSE-D", "LSE-C"} & set(s["metrics"])
+    assert s["weights"]["LSE face boxes"].startswith("surrogate: dlib HOG face boxes instead of S3FD")
+    notes = " ".join(s["notes"])
+    assert "framed with surrogate: dlib HOG" in notes and "no face track by syncnet_python's rules" in notes
+    frames = pq.read_table(tmp_path / "m" / "c0.parquet")
+    assert "sync_dist" in frames.column_names and "sync_dist_tracks" not in frames.column_names
+
+
 def test_tables_hold_the_papers_rows_labelled(tmp_path):
     from g4g.evaluate import paper
     from g4g.evaluate.tables import TABLE2_COLUMNS, make_tables, write_markdown

@@ -31,11 +31,13 @@ from g4g.bench.prep import clip_1080p
 from g4g.evaluate.own_syncnet import OwnSyncNet
 from g4g.infer.lipsync import Lipsync, track_video
 from g4g.io.audio import load_audio
-from g4g.io.video import ffmpeg_exe
+from g4g.io.video import decode_all, ffmpeg_exe
 from g4g.metrics.fid import FIDInception
 from g4g.metrics.image import image_metrics
 from g4g.metrics.lpips_metric import LPIPSMetric
 from g4g.metrics.lse import lse
+from g4g.metrics.lse_framing import HogFaceBoxes, crop
+from g4g.metrics.s3fd import S3FD
 from g4g.metrics.syncnet import OfficialSyncNet
 from g4g.models.g4g import build_generator
 from g4g.models.loading import build_expert
@@ -92,9 +94,10 @@ def bench_source_rate(clip: Path, checkpoint: Path, syncnet: str | None, threads
             print(line)
 
 
-def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
+def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu", full: np.ndarray | None = None) -> None:
+    """Each metric's frames/s; `full`: 1080p frames of a talking head for the face boxes and crops of
+    syncnet_python's LSE framing (the LSE-D/LSE-C columns)."""
     import torch
-
 
     rng = np.random.default_rng(0)
     gen = rng.integers(0, 255, (n, 416, 320, 3), dtype=np.uint8)
@@ -125,6 +128,16 @@ def bench_metrics(n: int = 64, batch: int = 16, device: str = "cpu") -> None:
           lambda: (fid.activations(gen, batch), fid.activations(gt, batch)))
     sync, note = load(OfficialSyncNet)
     timed("LSE official SyncNet (31 offsets)" + note, lambda: lse(sync, gen, audio, batch_size=batch))
+    if full is not None:
+        s3fd, note = load(S3FD)
+        timed("LSE framing: S3FD face boxes, 1080p at 0.25" + note, lambda: [s3fd.detect(f) for f in full],
+              len(full))
+        if device == "cpu":
+            hog = HogFaceBoxes()
+            timed("LSE framing: dlib HOG face boxes (surrogate), 1080p", lambda: [hog.detect(f) for f in full],
+                  len(full))
+            timed("LSE framing: track crop to 224 x 224, 1080p", lambda: [crop(f, 960.0, 500.0, 180.0) for f in full],
+                  len(full))
     with tempfile.TemporaryDirectory() as tmp:
         p = SyncParams(width=0.25, mouth_size=64)
         path = Path(tmp) / "syncnet.pt"
@@ -144,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch / OpenCV threads on the CPU (1 as params.yaml infer.threads)")
     ap.add_argument("--syncnet", help="a trained syncnet.pt: check the sync of the source-rate outputs")
     ap.add_argument("--skip-metrics", action="store_true")
+    ap.add_argument("--metrics-only", action="store_true", help="only the evaluation figures")
     ap.add_argument("--cuda-only", action="store_true",
                     help="only the paper-size CUDA figures and the metrics on CUDA (tools/gpu-check)")
     a = ap.parse_args(argv)
@@ -152,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     clip = clip_1080p(a.seconds)
+    full = decode_all(clip, np.arange(8))
+    if a.metrics_only:
+        bench_metrics(device="cpu", full=full)
+        return
 
     t = time.perf_counter()
     track = track_video(clip, LandmarkParams())
@@ -175,9 +193,9 @@ def main(argv: list[str] | None = None) -> None:
             bench_source_rate(clip, ck, a.syncnet, a.threads)
     if not a.skip_metrics:
         if not a.cuda_only:
-            bench_metrics(device="cpu")
+            bench_metrics(device="cpu", full=full)
         if torch.cuda.is_available():
-            bench_metrics(n=256, batch=64, device="cuda")
+            bench_metrics(n=256, batch=64, device="cuda", full=full)
 
 
 if __name__ == "__main__":

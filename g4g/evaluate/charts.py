@@ -12,6 +12,7 @@ from g4g.utils import atomic_path
 # metric -> (file slug, lower is better)
 CHART_METRICS = {"PSNR": ("psnr", False), "SSIM": ("ssim", False), "LPIPS": ("lpips", True), "MSE": ("mse", True),
                  "FID": ("fid", True), "LSE-D": ("lse_d", True), "LSE-C": ("lse_c", False),
+                 "LSE-D (landmark crop)": ("lse_d_landmark", True), "LSE-C (landmark crop)": ("lse_c_landmark", False),
                  "LSE-D (own SyncNet)": ("lse_d_own_syncnet", True),
                  "LSE-C (own SyncNet)": ("lse_c_own_syncnet", False)}
 

@@ -26,10 +26,12 @@ from g4g.evaluate.protocol import (
     COLUMNS,
     FULL,
     IMAGE,
-    LSE_OFFICIAL,
+    LSE_LANDMARK,
     LSE_OWN,
+    LSE_TRACKS,
     ChunkedLSE,
     Metrics,
+    TrackedLSE,
     build_metrics,
     open_video,
 )
@@ -75,12 +77,15 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
     gt_it = _frames(clip.source, clip.index_map, n) if image and p.full_frame else None
     reader = FrameReader(clip.frames_path)
     lse = {cols: ChunkedLSE(net, n, clip.audio, p.batch_size)
-           for cols, net in ((LSE_OFFICIAL, m.sync), (LSE_OWN, m.own_sync)) if net is not None}
+           for cols, net in ((LSE_LANDMARK, m.sync), (LSE_OWN, m.own_sync)) if net is not None}
+    tracked = TrackedLSE(m.sync, m.faces, n, clip.audio, p.batch_size) if m.sync is not None else None
     strip_at = set(np.linspace(0, n - 1, p.strip_frames).round().astype(int).tolist()) if p.strip_frames else set()
     per, strip = defaultdict(list), []
     for c0 in range(0, n, p.chunk_frames):
         c1 = min(n, c0 + p.chunk_frames)
         full = [next(gen_it) for _ in range(c0, c1)]
+        if tracked is not None:  # boxes on the video's own frames, before any resizing below
+            tracked.feed(full)
         crops = np.stack([warp_crop(f, A[k]) for f, k in zip(full, range(c0, c1))])  # (c, 416, 320, 3)
         if image:
             gt = np.stack([reader.get(clip.clip_id, k, ["image"])["image"] for k in range(c0, c1)])
@@ -119,6 +124,14 @@ def score_clip(clip: TestClip, video: str | None, m: Metrics, p: EvalParams, fid
         dist = np.full(n, np.nan)
         dist[:r.n_windows] = r.window_dists
         frames["sync_dist" + ("_own" if cols == LSE_OWN else "")] = dist  # at each window's first frame
+    if tracked is not None:
+        try:
+            values, frames["sync_dist_tracks"], track_notes = tracked.result(_frames(video or clip.source, idx, n),
+                                                                             p.lse_vshift)
+            summary.update(values)
+            notes += track_notes
+        except ClipError as e:
+            notes.append(f"{LSE_TRACKS[0]}, {LSE_TRACKS[1]}: {e}")
     return frames, summary, strip
 
 

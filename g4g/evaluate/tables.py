@@ -107,6 +107,10 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
             body.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     body += ["", "Intervals: 95 % percentile bootstrap over the test clips (g4g.evaluate.intervals); FID has none "
              "(a pooled statistic)."] if ci else []
+    if any(c.startswith("LSE") for c in keep):
+        body += ["", "LSE-D, LSE-C: syncnet_python's framing (S3FD face tracks, its square crop; the columns of the "
+                 "published rows). LSE (landmark crop): the stored 416 x 320 face crops. docs/evaluation.md, "
+                 "\"LSE: which framing\"."]
     write_text(path, "\n".join(body) + "\n")
 
 

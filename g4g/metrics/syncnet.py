@@ -7,10 +7,10 @@ Inputs as syncnet_python feeds them:
 - audio: (B, 1, 13, 20) MFCC (python_speech_features defaults) of int16-scaled 16 kHz audio, 100 Hz,
   the window of video frame s being MFCC steps 4s..4s+19.
 
-Which face crop: syncnet_python crops a square around its S3FD face box and resizes it to 224 x 224.
-We take the caller's face crops (the project's 416 x 320 crops, docs/design/method.md Sec. 1), pad them to a square
-by edge replication (`square='pad'`) and resize to 224 x 224 with cv2's default bilinear filter;
-already-square crops are only resized.
+Which face crop is the caller's: the LSE-D/LSE-C columns pass syncnet_python's own 224 x 224 track crops
+(g4g.metrics.lse_framing), which are only flipped to BGR here; the landmark-crop columns pass the project's
+416 x 320 crops (docs/design/method.md Sec. 1), padded to a square by edge replication (`square='pad'`)
+and resized to 224 x 224 with cv2's default bilinear filter.
 """
 
 from __future__ import annotations
