@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def make_video(path: Path, n: int = 25, size=(64, 48), fps: float = 25, audio: s
         args += ["-c:a", "aac", "-shortest"]
     ffmpeg(*args, str(path))
     return path
+
+
+def dvc_path(text: str, params: dict, item: str | None = None) -> str:
+    """A path of dvc.yaml with its ${...} variables filled in from params.yaml (and foreach's ${item})."""
+    def value(m):
+        v = {**params, "item": item}
+        for key in m.group(1).split("."):
+            v = v[key]
+        return str(v)
+
+    return re.sub(r"\$\{([a-z_.]+)\}", value, text)
 
 
 @pytest.fixture

@@ -131,3 +131,35 @@ def test_remote_settings_it_cannot_use_are_named(tmp_path):
     assert r.returncode == 1 and "remote 'lab': cannot create the directory /proc/g4g-dvc" in r.stderr
     r = run(a, "dvc", "push", check=False)  # no remote yet: DVC names the setting
     assert r.returncode != 0 and "no remote specified" in (r.stdout + r.stderr).lower()
+
+
+def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
+    """Issue 10 item 1: the raw videos under resources/datasets are a dependency of `prepare`. A small dataset
+    of two of the demo's clips, versioned with `dvc add`, is prepared; a third video added makes `dvc status`
+    name `prepare` and `dvc repro` prepare it; a video removed is reported too."""
+    import pyarrow.parquet as pq
+
+    e = pushed["base"] / "e"
+    run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(e))
+    run(e, "dvc", "pull")
+    raw, tiny = e / "results/demo/raw", e / "resources/datasets/tiny"
+    tiny.mkdir()
+    for i in (0, 1):
+        shutil.copy2(raw / f"demo_{i:03d}.mp4", tiny)
+    run(e, "dvc", "add", "resources/datasets/tiny")
+    params = yaml.safe_load((e / "params.yaml").read_text())
+    params["dataset"] = "tiny"
+    params["datasets"]["tiny"] = {"root": "resources/datasets/tiny", "split": {"protocol": "count", "n_test": 1}}
+    (e / "params.yaml").write_text(yaml.safe_dump(params))
+    run(e, "dvc", "repro", "prepare")
+    ids = lambda: sorted(pq.read_table(e / "results/tiny/manifest.parquet").column("clip_id").to_pylist())  # noqa: E731
+    assert ids() == ["demo_000", "demo_001"]
+    assert "up to date" in run(e, "dvc", "status", "prepare").stdout
+
+    shutil.copy2(raw / "demo_002.mp4", tiny)  # a new video
+    status = run(e, "dvc", "status", "prepare").stdout
+    assert "prepare:" in status and "modified:           resources/datasets" in status, status
+    out = run(e, "dvc", "repro", "prepare").stdout
+    assert "Running stage 'prepare'" in out and ids() == ["demo_000", "demo_001", "demo_002"]
+    (tiny / "demo_000.mp4").unlink()  # a video removed
+    assert "modified:           resources/datasets" in run(e, "dvc", "status", "prepare").stdout

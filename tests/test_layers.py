@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import dvc_path
+
 ROOT = Path(__file__).resolve().parent.parent
 # lowest first: a module may import its own layer and the layers before it, never a later one
 LAYERS = ["utils", "rejects", "params", "weights", "tracking", "io", "data", "models", "losses", "metrics",
@@ -112,13 +114,13 @@ def test_touching_a_module_marks_every_stage_that_imports_it(tmp_path):
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("g4g", "workflow"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    dataset = yaml.safe_load((ROOT / "params.yaml").read_text())["dataset"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    dataset = params["dataset"]
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for spec in stages.values():  # placeholders for every output and data dep
         spec = spec.get("do", spec)
         for entry in [*spec["deps"], *spec.get("outs", []), *spec.get("metrics", []), *spec.get("plots", [])]:
-            p = tmp_path / (entry if isinstance(entry, str) else next(iter(entry))).replace("${dataset}", dataset)
-            p = Path(str(p).replace("${item}", "full"))
+            p = tmp_path / dvc_path(entry if isinstance(entry, str) else next(iter(entry)), params, "full")
             if not p.exists():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.mkdir() if not p.suffix else p.write_text("placeholder\n")
