@@ -144,10 +144,27 @@ class Tracker:
             log.info("mlflow is not importable here; logging to CSV only")
             return
         self.uri, self.experiment = tracking_uri(uri), experiment
+        if self.uri.startswith("sqlite:") and os.environ.get("SLURM_JOB_ID"):
+            log.warning("MLflow writes %s from a SLURM job: many jobs writing one SQLite file on a shared file "
+                        "system can corrupt it; start a tracking server (tools/mlflow-server up, then eval "
+                        "\"$(tools/mlflow-server env)\" before snakemake)", self.uri)
         try:
-            self.client = MlflowClient(self.uri)
+            self.client = self._connect(MlflowClient)
         except Exception as e:  # noqa: BLE001
             self._fail("connect", e)
+
+    def _connect(self, client_class):
+        """The client; for a SQLite file, made under a lock beside it: the first client creates the tables,
+        and jobs that start together would otherwise race through the schema migration (all but one fail)."""
+        if not self.uri.startswith("sqlite:///"):
+            return client_class(self.uri)
+        import fcntl
+
+        db = Path(self.uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return client_class(self.uri)
 
     def _fail(self, what: str, e: Exception) -> None:
         log.warning("MLflow %s failed (%s: %s); continuing with CSV logging only", what, type(e).__name__, e)
@@ -165,10 +182,7 @@ class Tracker:
             from mlflow.entities import Param, RunTag
 
             if run_id is None:
-                exp = self.client.get_experiment_by_name(self.experiment)
-                exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                    self.experiment, artifact_location=(Path.cwd() / "mlartifacts").as_uri()
-                    if self.uri.startswith("sqlite:") else None)
+                exp_id = self._experiment_id()
                 run_id = self.client.create_run(exp_id, run_name=name).info.run_id
                 ps = [Param(k, v[:6000]) for k, v in params.items()]
                 for i in range(0, len(ps), 100):
@@ -180,6 +194,23 @@ class Tracker:
         except Exception as e:  # noqa: BLE001
             self._fail("start", e)
         return self.run_id
+
+    def _experiment_id(self) -> str:
+        """The experiment's id, creating it if needed; when many jobs start at once, another may create it
+        between the lookup and the creation, and its experiment is then used."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=(
+                Path.cwd() / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
         if not self.active:
