@@ -91,8 +91,10 @@ def test_a_damaged_object_in_the_remote_is_refused(pushed):
     c = pushed["base"] / "c"
     run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(c))
     run(c, "dvc", "remote", "modify", "--local", "shared", "url", str(damaged))
-    r = run(c, "dvc", "pull", check=False)
-    assert r.returncode != 0 and f"Checkout failed for following targets:\n{target}" in r.stderr, r.stderr[-2000:]
+    r = run(c, "tools/dvc-pull", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and f"Checkout failed for following targets:\n{target}" in out, out[-2000:]
+    assert f"not in the remote, or damaged there: {target}" in r.stderr and "`dvc repro`" in r.stderr
     assert not (c / target).exists() and (c / "results/models/demo/syncnet.pt").exists()
 
 
@@ -163,3 +165,28 @@ def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
     assert "Running stage 'prepare'" in out and ids() == ["demo_000", "demo_001", "demo_002"]
     (tiny / "demo_000.mp4").unlink()  # a video removed
     assert "modified:           resources/datasets" in run(e, "dvc", "status", "prepare").stdout
+
+
+def test_an_experiment_with_a_changed_setting_is_listed_and_compared(pushed):
+    """Issue 10 item 3: `dvc exp run -S` on one training stage of the tiny demo; `dvc exp show` lists it with
+    its params and metrics; `dvc metrics diff` and `dvc plots diff` compare it with the commit."""
+    import json
+
+    f = pushed["base"] / "f"
+    run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(f))
+    run(f, "dvc", "pull")
+    key = "datasets.demo.overrides.train.lr"  # the demo's own rate (its overrides win over train.lr)
+    out = run(f, "dvc", "exp", "run", "-n", "lr2x", "-S", f"{key}=0.002", "train@full").stdout
+    assert "Running stage 'train@full'" in out and "Running stage 'train@wo_fusion'" not in out, out[-2000:]
+    shown = json.loads(run(f, "dvc", "exp", "show", "--json").stdout)
+    exps = {e["name"]: e for row in shown for e in (row.get("experiments") or []) for e in e["revs"]}
+    lr = exps["lr2x"]["data"]["params"]["params.yaml"]["data"]["datasets"]["demo"]["overrides"]["train"]["lr"]
+    assert lr == 0.002
+    assert "results/models/demo/full/metrics.json" in exps["lr2x"]["data"]["metrics"]
+    diff = json.loads(run(f, "dvc", "metrics", "diff", "HEAD", "lr2x", "--json").stdout)
+    changed = diff["results/models/demo/full/metrics.json"]
+    assert changed and all(v["old"] != v["new"] for v in changed.values()), changed
+    run(f, "dvc", "plots", "diff", "HEAD", "lr2x", "-o", "plots", "--targets",
+        "results/models/demo/full/losses.csv")
+    html = (f / "plots" / "index.html").read_text()
+    assert "lr2x" in html and "results/models/demo/full/losses.csv" in html
