@@ -1,5 +1,5 @@
 """The `g4g` command line: one subcommand per workflow rule, under the rule's name (`g4g faces` runs rule
-`faces`), plus `lipsync`, `score`, `study`, `show-table`, `weights` and `params`.
+`faces`), plus `lipsync`, `score`, `study`, `runs`, `show-table`, `weights` and `params`.
 
 Each phase defines its subcommands in g4g/<phase>/commands.py; this module lists them and dispatches. A
 phase's module is imported only when one of its subcommands runs, so `g4g lipsync` never loads the
@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (EVALUATE, "score one method's test videos against the ground truth"),
     "tables": (EVALUATE, "table1/table2 (CSV + Markdown), DVC metrics, charts"),
     "score": (EVALUATE, "score folders of generated videos against ground-truth videos (no model needed)"),
+    "runs": (EVALUATE, "the MLflow runs behind a table's measured rows: commits, DVC hashes of data and checkpoint"),
     "show-table": (EVALUATE, "print results/table1.csv or table2.csv as aligned text"),
     "study": (STUDY, "the user study of Table 3: create | invite | serve | table"),
     "fingerprints": (EVALUATE, "short digests of the data, weights, videos and tables, to compare reproductions"),

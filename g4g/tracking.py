@@ -68,6 +68,16 @@ def tracking_uri(configured: str | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or "sqlite:///mlflow.db"
 
 
+def dvc_md5(path: str | Path) -> str:
+    """The hash DVC records for a file in dvc.lock (the md5 of its bytes): an MLflow tag with it leads to
+    the dvc.lock entry, and so the commit, of the very data or checkpoint a run read."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------------
 # CSV loss log
 # ----------------------------------------------------------------------------------------------------
@@ -300,13 +310,17 @@ def training_run_id(checkpoint: str | None, tracker) -> str | None:
         return None
 
 
-def log_evaluation(summary: dict, tracking: dict | None, checkpoint: str | None, artifacts: list[str]) -> dict:
+def log_evaluation(summary: dict, tracking: dict | None, checkpoint: str | None, artifacts: list[str],
+                   clips_parquet: str | None = None) -> dict:
     """Log the method's values, weights and notes; returns {'mlflow_run_id', 'training_run_id'}."""
     tracking = tracking or {}
     tr = Tracker(tracking.get("mlflow", True), tracking.get("uri"), tracking.get("experiment", "G4G"))
     train_id = training_run_id(checkpoint, tr)
+    has_ckpt = bool(checkpoint) and Path(checkpoint).exists()
     tags = {**git_info(), "kind": "evaluation", "dataset": summary["dataset"], "method": summary["method"],
             "snakemake_rule": "evaluate", "training_run_id": train_id or "none", "checkpoint": checkpoint or "none",
+            "dvc_checkpoint_md5": dvc_md5(checkpoint) if has_ckpt else "none",
+            "dvc_data_md5": dvc_md5(clips_parquet) if clips_parquet and Path(clips_parquet).exists() else "none",
             **{f"weights.{metric_key(k)}": v for k, v in summary["weights"].items()}}
     params = flatten({"evaluate": summary["params"], "dataset": summary["dataset"], "method": summary["method"]})
     run_id = tr.start(f"eval-{summary['dataset']}-{summary['method']}", params, tags)

@@ -363,3 +363,40 @@ def test_score_refuses_method_names_it_cannot_use(tmp_path):
     r = subprocess.run([sys.executable, "-m", "g4g", "score", "--gt", str(tmp_path), "--method", "a=x", "--method",
                         "a=y"], capture_output=True, text=True)
     assert r.returncode == 2 and "given twice" in r.stderr
+
+
+def test_runs_lead_from_a_table_row_to_its_evaluation_and_training(prepared, tmp_path, monkeypatch):
+    """Issue 10 item 4 (provenance): the evaluation run carries the DVC md5 of the data and of the checkpoint;
+    `g4g runs` finds it from the table's row, with the training run of the checkpoint and whether the
+    checkpoint is the one dvc.lock records."""
+    import hashlib
+
+    import torch
+
+    from g4g.evaluate.runs import table_runs
+    from g4g.tracking import Tracker, git_info, log_evaluation
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    train = Tracker(True, None, "G4G")
+    train_id = train.start("g4g-full", {}, {**git_info(), "kind": "training"})  # as training_loop tags it
+    train.end()
+    ckpt = tmp_path / "results/models/demo/full/model.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"mlflow_run_id": train_id}, ckpt)
+    md5 = hashlib.md5(ckpt.read_bytes()).hexdigest()
+    summary = {"dataset": "demo", "method": "g4g", "weights": {}, "params": {}, "metrics": {"PSNR": 20.0},
+               "n_videos": 1, "n_frames": 30, "notes": []}
+    ids = log_evaluation(summary, {"mlflow": True}, "results/models/demo/full/model.pt", [], prepared["clips"])
+    table = tmp_path / "table1.csv"
+    table.write_text("dataset,method,source\ndemo,g4g,this run\nhdtf,g4g,paper\n")
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml_lock := f"stages:\n  train@full:\n    outs:\n    - path: results/models/demo/full/model.pt\n"
+                                 f"      md5: {md5}\n")
+    (row,) = table_runs(table, lock=lock)
+    assert row["evaluation_run"] == ids["mlflow_run_id"] and row["training_run"] == train_id == ids["training_run_id"]
+    assert row["checkpoint_md5"] == md5 and row["checkpoint_in_dvc_lock"] == "yes"
+    assert row["data_md5"] == hashlib.md5(open(prepared["clips"], "rb").read()).hexdigest()
+    assert len(row["evaluated_at_commit"]) == 40 and row["trained_at_commit"] == row["evaluated_at_commit"]
+    lock.write_text(yaml_lock.replace(md5, "f" * 32))  # the lock moved on: the table's run scored another file
+    assert table_runs(table, lock=lock)[0]["checkpoint_in_dvc_lock"] == f"no: dvc.lock has {'f' * 32}"

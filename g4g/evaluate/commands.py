@@ -1,9 +1,10 @@
-"""`g4g evaluate`, `g4g tables` and `g4g show-table`.
+"""`g4g evaluate`, `g4g tables`, `g4g score`, `g4g runs`, `g4g show-table` and `g4g fingerprints`.
 
     g4g evaluate --dataset D --method M ...   score one method's videos on the test clips (rule `evaluate`)
     g4g tables ...                            table1/table2 CSV + Markdown, DVC metrics and plots, charts
     g4g show-table results/table1.csv         the table as aligned text
     g4g fingerprints [--dataset D]            digests of the data, weights, videos and tables (rule `fingerprints`)
+    g4g runs [--table results/table1.csv]     the MLflow runs (and DVC hashes) behind a table's measured rows
 
 Settings: the project's params.yaml (sections evaluate, mel, tracking), the sections given as JSON with
 --params (what the rules pass; not `tracking`: as for training, where runs are logged re-runs nothing),
@@ -17,6 +18,7 @@ import os
 
 from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
 from g4g.evaluate.folders import parse_methods, score_folders
+from g4g.evaluate.runs import format_runs, table_runs
 from g4g.evaluate.score import evaluate_method
 from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
@@ -47,6 +49,10 @@ def cmd_score(a) -> None:
                            if isinstance(r.get(k), float))
         print(f"{r['method']}: {r['scored']} of {r['ground-truth clips']} clips scored  {values}")
     print(f"per clip: {a.out}/clips.csv; per method: {a.out}/methods.csv; intervals: {a.out}/intervals.csv")
+
+
+def cmd_runs(a) -> None:
+    print(format_runs(table_runs(a.table, a.uri, a.experiment, a.lock)))
 
 
 def cmd_show_table(a) -> None:
@@ -93,6 +99,13 @@ def register(add) -> None:
                    help="prepared ground truth, one folder per ground-truth folder, reused by later calls")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="parallel jobs of the workflow")
     p.set_defaults(fn=cmd_score)
+
+    p = add("runs")
+    p.add_argument("--table", default="results/table1.csv", help="a table CSV (its measured rows)")
+    p.add_argument("--uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default="G4G")
+    p.add_argument("--lock", default="dvc.lock", help="compare the checkpoints' hashes with this dvc.lock")
+    p.set_defaults(fn=cmd_runs)
 
     p = add("show-table")
     p.add_argument("tables", nargs="+", help="table CSVs")

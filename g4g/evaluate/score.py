@@ -229,7 +229,8 @@ def evaluate_method(dataset: str, method: str, clips_parquet: str, resampled: li
         frame_strip(strip, strip_out, f"{dataset} / {method}")
 
     write_json(summary_out, out)
-    out.update(log_evaluation(out, tracking, checkpoint, [summary_out] + ([strip_out] if strip_out else [])))
+    out.update(log_evaluation(out, tracking, checkpoint, [summary_out] + ([strip_out] if strip_out else []),
+                              clips_parquet))
     write_json(summary_out, out)  # again, with the MLflow run ids
     log.info("%s / %s: %d videos, %d frames: %s", dataset, method, out["n_videos"], out["n_frames"],
              {k: round(v, 4) for k, v in out["metrics"].items()})

@@ -21,7 +21,7 @@ from g4g.losses import VGGPerceptual
 from g4g.models.g4g import variant_config
 from g4g.models.loading import expert_digest, load_sync_expert
 from g4g.params import ModelParams, TrainParams
-from g4g.tracking import data_hash, flatten, git_info, read_losses
+from g4g.tracking import data_hash, dvc_md5, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
 from g4g.train.data import G4GSamples, device_batch, long_enough, make_loader, min_clip_frames, read_clips
@@ -129,7 +129,8 @@ def training_loop(
     # (which varies) goes only to config.yaml and MLflow, so model.pt keeps its bytes across commits
     tags = {"data_hash": dh, "fingerprint": fp, "variant": variant, "perceptual": perc_status,
             "syncnet_sha256": sync_sha or "none", "model": "g4g", **(tags or {})}
-    provenance = {**git_info(), **tags}
+    provenance = {**git_info(), **tags, "dvc_data_md5": dvc_md5(clips_parquet),
+                  "dvc_syncnet_md5": dvc_md5(syncnet) if clip_stages else "none"}
     cfg = variant_config(model, variant, train.stages[-1].scale)
     resolved = {**(config or {}), "model": dataclasses.asdict(model), "train": dataclasses.asdict(train),
                 "variant": variant, "g4g_config": dataclasses.asdict(cfg), "provenance": provenance}
@@ -239,6 +240,7 @@ def _finish(job: Job, run: TrainingRun, G, step: int, b: dict | None, o: dict | 
     final = {"generator": G.state_dict(), "config": dataclasses.asdict(job.cfg), "variant": job.variant,
              "meta": job.tags, "metrics": metrics}
     ck.save_checkpoint(job.out, final)
+    run.tag("dvc_checkpoint_md5", dvc_md5(job.out))  # what dvc.lock will record for it
     write_json(run.dir / "metrics.json", metrics)
     curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png",
                             f"G4G {job.variant} ({job.tags['perceptual']})")

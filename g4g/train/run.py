@@ -172,6 +172,10 @@ class TrainingRun:
         if self.dist.main and self.tracker is not None:
             self.tracker.artifact(path, subdir)
 
+    def tag(self, key: str, value: str) -> None:
+        if self.dist.main and self.tracker is not None:
+            self.tracker.tag(key, value)
+
     def metrics(self, values: dict, step: int) -> None:
         """The numeric entries of `values` (but the step itself) as MLflow metrics at `step`."""
         if self.dist.main and self.tracker is not None:

@@ -18,7 +18,7 @@ import torch
 from g4g.models.loading import build_expert
 from g4g.models.sync_expert import sync_bce
 from g4g.params import SyncParams
-from g4g.tracking import data_hash, flatten, git_info, read_losses
+from g4g.tracking import data_hash, dvc_md5, flatten, git_info, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train import distributed as dist
 from g4g.train.data import SyncSamples, make_loader, min_clip_frames, read_clips
@@ -95,7 +95,7 @@ def train_sync(
     dh = data_hash(clips_parquet, [c.frames_path for c in clips] + [c.mels_path for c in clips])
     fp = fingerprint(p, seed, dh, "sync")
     tags = {"data_hash": dh, "fingerprint": fp, "model": "sync_expert", **(tags or {})}  # as in training_loop
-    provenance = {**git_info(), **tags}
+    provenance = {**git_info(), **tags, "dvc_data_md5": dvc_md5(clips_parquet)}
     cfg = {**(config or {}), "sync": dataclasses.asdict(p)}  # the effective values, defaults filled in
     run = TrainingRun(run_dir, "sync_expert", {**cfg, "provenance": provenance}, fp, d,
                       ["step", "loss", "acc", "cos_in", "cos_off", "lr"], provenance,
@@ -158,6 +158,7 @@ def train_sync(
             metrics[f"train_{k}"] = float(np.mean(vals)) if vals else float("nan")
         final = {"expert": expert.state_dict(), "params": dataclasses.asdict(p), "meta": tags, "metrics": metrics}
         ck.save_checkpoint(out, final)
+        run.tag("dvc_checkpoint_md5", dvc_md5(out))  # what dvc.lock will record for it
         write_json(run.dir / "metrics.json", metrics)
 
         curve = training_curves(run.dir / "losses.csv", run.dir / "curve.png", "sync expert",
