@@ -136,15 +136,16 @@ def test_remote_settings_it_cannot_use_are_named(tmp_path):
 
 
 def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
-    """Issue 10 item 1: the raw videos under resources/datasets are a dependency of `prepare`. A small dataset
-    of two of the demo's clips, versioned with `dvc add`, is prepared; a third video added makes `dvc status`
-    name `prepare` and `dvc repro` prepare it; a video removed is reported too."""
+    """Issue 10 item 1: the selected dataset's raw videos (resources/datasets/<dataset>) are a dependency of
+    `prepare`. A small dataset of two of the demo's clips, versioned with `dvc add`, is prepared; a third
+    video added makes `dvc status` name `prepare` and `dvc repro` prepare it; a video removed is reported
+    too; another dataset's folder is not."""
     import pyarrow.parquet as pq
 
     e = pushed["base"] / "e"
     run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(e))
     run(e, "dvc", "pull")
-    raw, tiny = e / "results/demo/raw", e / "resources/datasets/tiny"
+    raw, tiny = e / "resources/datasets/demo", e / "resources/datasets/tiny"
     tiny.mkdir()
     for i in (0, 1):
         shutil.copy2(raw / f"demo_{i:03d}.mp4", tiny)
@@ -160,11 +161,16 @@ def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
 
     shutil.copy2(raw / "demo_002.mp4", tiny)  # a new video
     status = run(e, "dvc", "status", "prepare").stdout
-    assert "prepare:" in status and "modified:           resources/datasets" in status, status
+    assert "prepare:" in status and "modified:           resources/datasets/tiny" in status, status
     out = run(e, "dvc", "repro", "prepare").stdout
     assert "Running stage 'prepare'" in out and ids() == ["demo_000", "demo_001", "demo_002"]
     (tiny / "demo_000.mp4").unlink()  # a video removed
-    assert "modified:           resources/datasets" in run(e, "dvc", "status", "prepare").stdout
+    assert "modified:           resources/datasets/tiny" in run(e, "dvc", "status", "prepare").stdout
+    shutil.copy2(raw / "demo_000.mp4", tiny)  # back as it was: up to date again
+    assert "up to date" in run(e, "dvc", "status", "prepare").stdout
+    (e / "resources/datasets/other").mkdir()  # another dataset's folder is not this dataset's prepare's business
+    shutil.copy2(raw / "demo_003.mp4", e / "resources/datasets/other")
+    assert "up to date" in run(e, "dvc", "status", "prepare").stdout
 
 
 def test_an_experiment_with_a_changed_setting_is_listed_and_compared(pushed):

@@ -393,10 +393,15 @@ def test_runs_lead_from_a_table_row_to_its_evaluation_and_training(prepared, tmp
     lock = tmp_path / "dvc.lock"
     lock.write_text(yaml_lock := f"stages:\n  train@full:\n    outs:\n    - path: results/models/demo/full/model.pt\n"
                                  f"      md5: {md5}\n")
+    newer = log_evaluation(summary, {"mlflow": True}, "results/models/demo/full/model.pt", [], prepared["clips"])
+    summary_dir = tmp_path / "results/metrics/demo"
+    summary_dir.mkdir(parents=True)
+    (summary_dir / "g4g.json").write_text(json.dumps({**summary, **ids}))  # the row came from the first run
     (row,) = table_runs(table, lock=lock)
-    assert row["evaluation_run"] == ids["mlflow_run_id"] and row["training_run"] == train_id == ids["training_run_id"]
+    assert row["evaluation_run"] == ids["mlflow_run_id"] != newer["mlflow_run_id"]
+    assert row["training_run"] == train_id == ids["training_run_id"]
     assert row["checkpoint_md5"] == md5 and row["checkpoint_in_dvc_lock"] == "yes"
     assert row["data_md5"] == hashlib.md5(open(prepared["clips"], "rb").read()).hexdigest()
-    assert len(row["evaluated_at_commit"]) == 40 and row["trained_at_commit"] == row["evaluated_at_commit"]
+    assert row["evaluated_at_commit"] == row["trained_at_commit"] == git_info()["git_commit"]
     lock.write_text(yaml_lock.replace(md5, "f" * 32))  # the lock moved on: the table's run scored another file
     assert table_runs(table, lock=lock)[0]["checkpoint_in_dvc_lock"] == f"no: dvc.lock has {'f' * 32}"

@@ -52,7 +52,9 @@ def cmd_score(a) -> None:
 
 
 def cmd_runs(a) -> None:
-    print(format_runs(table_runs(a.table, a.uri, a.experiment, a.lock)))
+    p = from_args(a)
+    print(format_runs(table_runs(a.table, a.uri or p.tracking.uri, a.experiment or p.tracking.experiment, a.lock,
+                                 a.metrics_dir)))
 
 
 def cmd_show_table(a) -> None:
@@ -102,9 +104,12 @@ def register(add) -> None:
 
     p = add("runs")
     p.add_argument("--table", default="results/table1.csv", help="a table CSV (its measured rows)")
-    p.add_argument("--uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--experiment", default="G4G")
+    p.add_argument("--uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, params.yaml tracking.uri, "
+                                  "sqlite:///mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment (default: params.yaml tracking.experiment)")
     p.add_argument("--lock", default="dvc.lock", help="compare the checkpoints' hashes with this dvc.lock")
+    p.add_argument("--metrics-dir", default="results/metrics", help="the method summaries with their run ids")
+    add_options(p, "tracking")
     p.set_defaults(fn=cmd_runs)
 
     p = add("show-table")

@@ -1,7 +1,8 @@
 """`g4g runs`: the MLflow runs behind the measured rows of a table, so that a cell leads to its runs.
 
-For each (dataset, method) a table measured, the latest evaluation run that logged it (tags `kind`,
-`dataset`, `method`), the training run of the checkpoint it scored (tag `training_run_id`), the git
+For each (dataset, method) a table measured, the evaluation run that made the row (the `mlflow_run_id` its
+summary, results/metrics/<dataset>/<method>.json, recorded; the latest run tagged with the dataset and
+method where the summary has none), the training run of the checkpoint it scored (tag `training_run_id`), the git
 commit each ran at, and the DVC hashes they recorded: of the prepared data they read (clips.parquet)
 and of the checkpoint. A checkpoint hash equal to the one in dvc.lock says the run scored the very file
 the lock records; another says the table and the lock have drifted apart.
@@ -10,6 +11,7 @@ the lock records; another says the table and the lock have drifted apart.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import yaml
@@ -33,9 +35,15 @@ def measured(table: str | Path) -> list[tuple[str, str]]:
         return [(r["dataset"], r["method"]) for r in csv.DictReader(f) if r["source"] == "this run"]
 
 
+def summary_run(metrics_dir: Path, dataset: str, method: str) -> str | None:
+    path = metrics_dir / dataset / f"{method}.json"
+    return json.loads(path.read_text()).get("mlflow_run_id") if path.is_file() else None
+
+
 def table_runs(table: str | Path, uri: str | None = None, experiment: str = "G4G",
-               lock: str | Path = "dvc.lock") -> list[dict]:
+               lock: str | Path = "dvc.lock", metrics_dir: str | Path = "results/metrics") -> list[dict]:
     """One row per measured (dataset, method) of `table` (COLUMNS; "" where no run was found)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri(uri))
@@ -48,9 +56,10 @@ def table_runs(table: str | Path, uri: str | None = None, experiment: str = "G4G
     rows = []
     for dataset, method in measured(table):
         row = dict.fromkeys(COLUMNS, "") | {"dataset": dataset, "method": method}
-        found = client.search_runs([exp.experiment_id], f"tags.kind = 'evaluation' and tags.dataset = '{dataset}' "
-                                   f"and tags.method = '{method}'", order_by=["attributes.start_time DESC"],
-                                   max_results=1)
+        rid = summary_run(Path(metrics_dir), dataset, method)
+        found = [client.get_run(rid)] if rid else client.search_runs(
+            [exp.experiment_id], f"tags.kind = 'evaluation' and tags.dataset = '{dataset}' and tags.method = "
+            f"'{method}'", order_by=["attributes.start_time DESC"], max_results=1)
         if found:
             t = found[0].data.tags
             md5 = t.get("dvc_checkpoint_md5", "none")
@@ -61,8 +70,11 @@ def table_runs(table: str | Path, uri: str | None = None, experiment: str = "G4G
                        ("yes" if in_lock[ckpt] == md5 else "no: dvc.lock has " + in_lock[ckpt]))
             train_id = t.get("training_run_id", "none")
             if train_id != "none":
-                run = client.get_run(train_id)
-                row.update(training_run=train_id, trained_at_commit=run.data.tags.get("git_commit", ""))
+                row["training_run"] = train_id
+                try:
+                    row["trained_at_commit"] = client.get_run(train_id).data.tags.get("git_commit", "")
+                except MlflowException:  # logged to another store, or deleted
+                    row["trained_at_commit"] = "(run not found here)"
         rows.append(row)
     return rows
 

@@ -6,9 +6,9 @@ DEMO = config["datasets"].get("demo", {})
 
 rule demo_data:
     output:
-        clips=expand("{root}/demo_{i:03d}.mp4", root=DEMO.get("root", "results/demo/raw"),
+        clips=expand("{root}/demo_{i:03d}.mp4", root=DEMO.get("root", "resources/datasets/demo"),
                      i=range(DEMO.get("n_clips", 0))),
-        index=f"{DEMO.get('root', 'results/demo/raw')}/demo.json",
+        index=f"{DEMO.get('root', 'resources/datasets/demo')}/demo.json",
     params:
         cfg=settings("demo", "seed", with_dataset=True) if "demo" in PARAMS else "{}",
         root=lambda w, output: os.path.dirname(output.index),
