@@ -206,14 +206,16 @@ def test_table3_mean_and_interval_over_raters(fresh_study, tmp_path):
     assert rater_interval(np.array([8.0, 4.0]), np.array([2.0, 1.0])) == (4.0, 4.0)  # raters who agree
 
 
-def browser(driver_path: str, browser_path: str):
+def browser(driver_path: str, browser_path: str, profile: Path):
+    """A headless chromium with its own new profile (no cookies: a fresh browser), kept under the test's
+    folder so nothing is left in /tmp."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser_path
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--autoplay-policy=no-user-gesture-required"):
+                "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver_path), options=opts)
 
@@ -274,13 +276,13 @@ def test_a_rater_in_a_real_browser_stops_resumes_and_is_counted(fresh_study, tmp
         bob_replay: list[int] = []
         bob = threading.Thread(target=bob_rates)
         bob.start()
-        driver = browser(driver_path, browser_path)
+        driver = browser(driver_path, browser_path, tmp_path / "profile1")
         try:
             driver.get(alice_link)
             shown = [rate_in_browser(driver, scores) for scores in plan[:4]]
         finally:
             driver.quit()  # the rater closes the browser: cookies and all are gone
-        driver = browser(driver_path, browser_path)
+        driver = browser(driver_path, browser_path, tmp_path / "profile2")
         try:
             driver.get(alice_link)
             shown += [rate_in_browser(driver, scores) for scores in plan[4:]]
