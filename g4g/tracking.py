@@ -71,11 +71,8 @@ def tracking_uri(configured: str | None = None) -> str:
 def dvc_md5(path: str | Path) -> str:
     """The hash DVC records for a file in dvc.lock (the md5 of its bytes): an MLflow tag with it leads to
     the dvc.lock entry, and so the commit, of the very data or checkpoint a run read."""
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, make_video
 
+from g4g.evaluate.intervals import pooled_interval
 from g4g.io.video import probe
 from g4g.study.build import create_study
 from g4g.study.server import COOKIE, create_app
 from g4g.study.store import CRITERIA, Study
-from g4g.study.table import measured_rows, rater_interval
+from g4g.study.table import measured_rows
 
 METHODS = ("m_a", "m_b")
 GOOD = ("c1", "c2", "c3")
@@ -161,7 +162,10 @@ def test_api_refuses_what_it_must_and_changes_nothing(fresh_study):
     again = app.test_client()
     again.get(f"/join/{new_token}")
     assert again.get("/api/next").json["position"] == 2
-    assert token != new_token and token not in (fresh_study / "study.sqlite").read_bytes().decode("latin-1")
+    with sqlite3.connect(fresh_study / "study.sqlite") as con:
+        stored = con.execute("SELECT name, token_sha256 FROM raters").fetchall()
+    assert token != new_token and not any(new_token in str(v) for row in stored for v in row)  # no link kept,
+    assert ("alice", hashlib.sha256(new_token.encode()).hexdigest()) in stored  # only its digest
 
 
 def test_two_raters_at_once_do_not_interfere(fresh_study):
@@ -202,8 +206,8 @@ def test_table3_mean_and_interval_over_raters(fresh_study, tmp_path):
     assert row["visual_quality"] == pytest.approx(51 / 11)
     assert (row["n_raters"], row["n_ratings"], row["n_clips"]) == (2, 11, 10)
     assert (row["visual_quality_low"], row["visual_quality_high"]) == (1.0, 5.0)
-    assert rater_interval(np.array([5.0]), np.array([1.0])) is None  # one rater: no interval
-    assert rater_interval(np.array([8.0, 4.0]), np.array([2.0, 1.0])) == (4.0, 4.0)  # raters who agree
+    assert pooled_interval(np.array([5.0]), np.array([1.0])) is None  # one rater: no interval
+    assert pooled_interval(np.array([8.0, 4.0]), np.array([2.0, 1.0])) == (4.0, 4.0)  # raters who agree
 
 
 def browser(driver_path: str, browser_path: str, profile: Path):

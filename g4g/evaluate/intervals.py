@@ -34,16 +34,26 @@ def clip_values(summary: dict, metric: str) -> dict[str, float]:
     return {c["clip_id"]: float(c[metric]) for c in summary.get("clips", []) if isinstance(c.get(metric), (int, float))}
 
 
+def pooled_interval(sums: np.ndarray, counts: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
+                    seed: int = SEED) -> tuple[float, float] | None:
+    """Percentile interval of a pooled mean when its units (clips; a study's raters) are drawn with
+    replacement: unit i holds counts[i] values summing to sums[i]. None for fewer than 2 units."""
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    if len(sums) < 2:
+        return None
+    draws = np.random.default_rng(seed).integers(0, len(sums), (resamples, len(sums)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
                        seed: int = SEED) -> tuple[float, float] | None:
     """Percentile interval of the mean of `values` (one per clip), or None for fewer than 2 clips."""
     values = np.asarray(values, np.float64)
-    if len(values) < 2 or not np.isfinite(values).all():  # an inf PSNR (identical frames): the mean is inf
+    if not np.isfinite(values).all():  # an inf PSNR (identical frames): the mean is inf
         return None
-    draws = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
-    means = values[draws].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    return pooled_interval(values, np.ones_like(values), resamples, level, seed)
 
 
 def interval_rows(summaries: list[dict], metrics: tuple[str, ...], reference: str = REFERENCE) -> list[dict]:

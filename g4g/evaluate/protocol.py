@@ -30,7 +30,15 @@ from g4g.io.video import frame_times, probe, resample_index
 from g4g.metrics.fid import FIDInception
 from g4g.metrics.lpips_metric import LPIPSMetric
 from g4g.metrics.lse import lse_from_embeddings
-from g4g.metrics.lse_framing import HogFaceBoxes, ShotCuts, crop, face_tracks, min_track_for
+from g4g.metrics.lse_framing import (
+    MIN_FACE_SIZE,
+    MIN_TRACK,
+    HogFaceBoxes,
+    ShotCuts,
+    crop,
+    face_tracks,
+    min_track_for,
+)
 from g4g.metrics.s3fd import S3FD
 from g4g.metrics.syncnet import OfficialSyncNet
 from g4g.params import EvalParams, MelParams
@@ -171,14 +179,14 @@ class TrackedLSE:
         """({LSE-D, LSE-C, offset, n tracks}, per-frame window distances, notes); ClipError without a track.
         `frames`: a fresh iterator over the same n frames."""
         min_track = min_track_for(self.n)
-        notes = [] if min_track == 100 else [
-            f"LSE-D: clip of {self.n} frames, shorter than syncnet_python's track minimum (100): its tracks "
+        notes = [] if min_track == MIN_TRACK else [
+            f"LSE-D: clip of {self.n} frames, shorter than syncnet_python's track minimum ({MIN_TRACK}): its tracks "
             f"need more than {min_track} detections (half the clip)"]
         tracks = face_tracks(self.detections, self.cuts.shots(min_track), min_track)
         if not tracks:
             found = sum(len(d) > 0 for d in self.detections)
             raise ClipError(f"no face track by syncnet_python's rules (faces found in {found} of {self.n} "
-                            f"frames; a track needs more than {min_track} and boxes over 100 px)")
+                            f"frames; a track needs more than {min_track} and boxes over {MIN_FACE_SIZE} px)")
         scorers = []
         for t in tracks:
             a, b = t.audio_span()

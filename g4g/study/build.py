@@ -22,7 +22,7 @@ from tqdm import tqdm
 from g4g.data.scan import VIDEO_EXTENSIONS, dataset_clips
 from g4g.evaluate.score import GROUND_TRUTH
 from g4g.io.audio import level_dbfs, load_audio
-from g4g.io.video import ffmpeg_exe, probe
+from g4g.io.video import VideoInfo, ffmpeg_exe, probe
 from g4g.params import DatasetParams, project_params
 from g4g.rejects import ClipError, Rejects
 from g4g.study.store import CRITERIA, MEDIA, Study
@@ -51,15 +51,15 @@ def ground_truth_videos(folder: Path) -> dict[str, tuple[Path, Path | None]]:
             for cid, s in dataset_clips(DatasetParams(root=str(folder.resolve()))).items()}
 
 
-def check_source(video: Path, sound: Path | None, silence_dbfs: float) -> float:
-    """The duration (s) of a usable source; ClipError naming what makes it unusable."""
+def check_source(video: Path, sound: Path | None, silence_dbfs: float) -> VideoInfo:
+    """The probe of a usable source; ClipError naming what makes it unusable."""
     info = probe(video)
     if sound is None and not info.has_audio:
         raise ClipError(f"{video}: no audio stream, so lip sync cannot be rated")
     level = level_dbfs(load_audio(sound or video))
     if level < silence_dbfs:
         raise ClipError(f"{sound or video}: silent audio ({level:.1f} dBFS), so lip sync cannot be rated")
-    return info.duration
+    return info
 
 
 def encode(video: Path, sound: Path | None, seconds: float, size: tuple[int, int], out: Path) -> None:
@@ -88,10 +88,11 @@ def _clip_items(folder: Path, cid: str, videos: dict[str, tuple[Path, Path | Non
                 silence_dbfs: float, bar) -> list[tuple[str, str, str]]:
     """(clip, method, media) of one clip, every method's video re-encoded; ClipError (and no file left)
     when any of them cannot be used."""
-    seconds = min(check_source(*v, silence_dbfs) for v in videos.values())
+    infos = [check_source(*v, silence_dbfs) for v in videos.values()]
+    seconds = min(i.duration for i in infos)
     if seconds < MIN_SECONDS:
         raise ClipError(f"{seconds:.2f} s long, shorter than {MIN_SECONDS} s: too short to rate")
-    first = probe(next(iter(videos.values()))[0])  # the ground truth's, else the first method's, frame
+    first = infos[0]  # the ground truth's, else the first method's, frame
     h = height or min(MAX_HEIGHT, first.height) // 2 * 2
     size = (round(first.width * h / first.height / 2) * 2, h)
     made = []

@@ -3,8 +3,8 @@
 The 95 % interval is a bootstrap over raters, not over ratings: one rater's scores are correlated (a
 lenient rater is lenient on every clip), so resampling single ratings would pretend to more evidence than
 the study has. Each draw takes raters with replacement, with all their ratings of the method, and the
-interval is the percentiles of the pooled mean (the same draws, level and seed as Tables 1-2,
-g4g.evaluate.intervals). With fewer than 2 raters there is no interval.
+interval is the percentiles of the pooled mean (g4g.evaluate.intervals.pooled_interval, the mechanism of
+Tables 1-2 with raters as the units). With fewer than 2 raters there is no interval.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from g4g.evaluate import paper
-from g4g.evaluate.intervals import LEVEL, RESAMPLES, SEED
+from g4g.evaluate.intervals import RESAMPLES, SEED, pooled_interval
 from g4g.evaluate.score import GROUND_TRUTH
 from g4g.study.store import CRITERIA, Study
 from g4g.utils import write_text
@@ -24,17 +24,6 @@ from g4g.utils import write_text
 TITLES = {"visual_quality": "visual quality", "lip_sync": "lip sync", "realness": "realness"}
 COLUMNS = ("method", "label", "source", *(f"{c}{s}" for c in CRITERIA for s in ("", "_low", "_high")),
            "n_raters", "n_ratings", "n_clips")
-
-
-def rater_interval(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float] | None:
-    """Percentile interval of the pooled mean when raters (their score sums and rating counts) are drawn
-    with replacement; None for fewer than 2 raters."""
-    if len(sums) < 2:
-        return None
-    draws = np.random.default_rng(SEED).integers(0, len(sums), (RESAMPLES, len(sums)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return float(lo), float(hi)
 
 
 def label(method: str) -> str:
@@ -52,7 +41,7 @@ def measured_rows(ratings: list[dict]) -> list[dict]:
         for c in CRITERIA:
             sums = np.array([sum(r[c] for r in mine if r["rater"] == k) for k in raters], np.float64)
             counts = np.array([sum(1 for r in mine if r["rater"] == k) for k in raters], np.float64)
-            ci = rater_interval(sums, counts)
+            ci = pooled_interval(sums, counts)  # the units drawn are raters
             row[c] = float(sums.sum() / counts.sum())
             row[f"{c}_low"], row[f"{c}_high"] = ci if ci else (None, None)
         rows.append(row)
