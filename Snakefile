@@ -15,6 +15,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     shard=r"s\d{4}",
     variant="|".join(config["variants"]),
+    seed=r"\d+",
 
 
 include: "workflow/rules/common.smk"

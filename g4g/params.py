@@ -142,6 +142,18 @@ VARIANTS: dict[str, Variant] = {
     "wo_fusion": Variant("g4g_wo_fusion", {"fusion": False}),  # no blend net: I_out = I_comp
 }
 VARIANT_OF_METHOD = {v.method: name for name, v in VARIANTS.items()}
+REPLICATE = "@seed"  # a seed replicate's method name: its variant's, then @seed<N> (params.yaml extra_seeds)
+
+
+def replicate_method(method: str, seed: int) -> str:
+    """The method name of `method` trained under another seed: g4g -> g4g@seed1 (g4g.evaluate.seeds)."""
+    return f"{method}{REPLICATE}{seed}"
+
+
+def split_replicate(name: str) -> tuple[str, int | None]:
+    """(method, seed) of a replicate's method name; (name, None) for any other method."""
+    base, sep, seed = name.rpartition(REPLICATE)
+    return (base, int(seed)) if sep and base and seed.isdigit() else (name, None)
 REFERENCES = ("ground_truth", "reference_paste", "mean_face")  # reference rows of Table 1
 
 
@@ -366,6 +378,11 @@ class Params:
 
     dataset: str = opt("demo", "dataset the default target runs on")
     seed: int = opt(0, "base seed of splits, data order and initialisation")
+    extra_seeds: list[int] = opt([], "more training seeds: each variant is trained, rendered and scored again "
+                                     "under each (the split and the sync expert stay those of `seed`); the "
+                                     "tables add the mean and standard deviation over `seed` and these "
+                                     "(g4g.evaluate.seeds)", items={"type": "integer", "minimum": 0},
+                                 uniqueItems=True)
     datasets: dict[str, DatasetParams] = opt({}, "datasets by name")
     variants: list[str] = opt(list(VARIANTS), "G4G variants trained by the workflow (Table 2)",
                               items={"enum": list(VARIANTS)})
@@ -555,7 +572,11 @@ def resolve(config: dict, dataset: str | None = None) -> Params:
         raise KeyError(f"dataset {dataset!r} is not defined in params.yaml datasets: {sorted(config['datasets'])}")
     merged = deep_merge(config, config["datasets"][dataset].get("overrides") or {})
     merged["dataset"] = dataset
-    return _convert(Params, validate(merged, f"params.yaml (dataset {dataset}, its overrides merged)"))
+    p = _convert(Params, validate(merged, f"params.yaml (dataset {dataset}, its overrides merged)"))
+    if p.seed in p.extra_seeds:
+        raise ValueError(f"params.yaml extra_seeds {p.extra_seeds} lists seed {p.seed}: the tables' rows are "
+                         "that run already; list only the other seeds")
+    return p
 
 
 def project_params(dataset: str | None = None) -> Params:

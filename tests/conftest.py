@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -45,8 +47,9 @@ def make_video(path: Path, n: int = 25, size=(64, 48), fps: float = 25, audio: s
     return path
 
 
-def dvc_path(text: str, params: dict, item: str | None = None) -> str:
-    """A path of dvc.yaml with its ${...} variables filled in from params.yaml (and foreach's ${item})."""
+def dvc_path(text: str, params: dict, item: str | dict | None = None) -> str:
+    """A path of dvc.yaml with its ${...} variables filled in from params.yaml (and foreach's or matrix's
+    ${item})."""
     def value(m):
         v = {**params, "item": item}
         for key in m.group(1).split("."):
@@ -54,6 +57,22 @@ def dvc_path(text: str, params: dict, item: str | None = None) -> str:
         return str(v)
 
     return re.sub(r"\$\{([a-z_.]+)\}", value, text)
+
+
+def dvc_stages(params: dict) -> list[tuple[str, dict, str | dict | None]]:
+    """The stages of dvc.yaml as DVC expands them under `params`: (name, body, item) for each plain stage,
+    each foreach item (train@full) and each matrix combination (train_seed@full-1)."""
+    out = []
+    for name, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in spec:
+            out += [(f"{name}@{i}", spec["do"], i) for i in params[spec["foreach"].strip("${}")]]
+        elif "matrix" in spec:
+            axes = {k: params[v.strip("${}")] for k, v in spec["matrix"].items()}
+            out += [(f"{name}@" + "-".join(map(str, combo)), spec, dict(zip(axes, combo)))
+                    for combo in itertools.product(*axes.values())]
+        else:
+            out.append((name, spec, None))
+    return out
 
 
 @pytest.fixture

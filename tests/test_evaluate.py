@@ -287,6 +287,88 @@ def test_intervals_in_tables_and_paired_differences(tmp_path):
     assert len(table2_rows) == 1 + 2 and all(",g4g," in r for r in table2_rows[1:])  # table 2 shows g4g only
 
 
+def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
+    """Issue 10 item 4: with extra_seeds, each variant's replicates (g4g@seed1, ...) give a mean and a sample
+    standard deviation over seeds, in tableN_seeds.csv, under the Markdown table and in the DVC metrics; the
+    table row stays the run of `seed`, byte for byte, and a method without replicates has no spread."""
+    import csv
+
+    from g4g.evaluate.tables import run_tables
+    from g4g.params import replicate_method, split_replicate
+
+    assert replicate_method("g4g_wo_fusion", 2) == "g4g_wo_fusion@seed2"
+    assert split_replicate("g4g_wo_fusion@seed2") == ("g4g_wo_fusion", 2)
+    assert split_replicate("g4g") == ("g4g", None) and split_replicate("x@seedy") == ("x@seedy", None)
+
+    def summary(method, psnr, fid=None):
+        clips = [{"clip_id": f"c{i}", "PSNR": psnr + d, "n_frames": 5} for i, d in enumerate((-1.0, 0.0, 1.0))]
+        return {"dataset": "demo", "method": method, "n_videos": 3, "n_frames": 15, "weights": {}, "notes": [],
+                "clips": clips, "metrics": {"PSNR": psnr, **({"FID": fid} if fid is not None else {})}}
+
+    runs = {"g4g": summary("g4g", 24.0, 10.0), "g4g@seed1": summary("g4g@seed1", 25.0, 14.0),
+            "g4g@seed2": summary("g4g@seed2", 27.0), "mean_face": summary("mean_face", 20.0)}
+    paths = {}
+    for name, s in runs.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(s))
+
+    def tables(folder, names):
+        out = tmp_path / folder
+        run_tables([str(paths[n]) for n in names], ["demo"], ["g4g", "mean_face"], ["g4g"], str(out / "table1.csv"),
+                   str(out / "table2.csv"), str(out / "metrics"), str(out / "fig"), {"demo": 7})
+        return out
+
+    alone, seeded = tables("alone", ["g4g", "mean_face"]), tables("seeded", list(runs))
+    assert (alone / "table1.csv").read_bytes() == (seeded / "table1.csv").read_bytes()
+    assert (alone / "table1_intervals.csv").read_bytes() == (seeded / "table1_intervals.csv").read_bytes()
+    assert (alone / "table1_seeds.csv").read_text().splitlines() == [
+        "dataset,method,metric,n_seeds,seeds,mean,sd,min,max,values"]
+    rows = {(r["method"], r["metric"]): r for r in csv.DictReader(open(seeded / "table1_seeds.csv"))}
+    assert set(rows) == {("g4g", "PSNR"), ("g4g", "FID")}  # mean_face: one run; FID: two seeds have it
+    psnr = rows[("g4g", "PSNR")]
+    assert psnr["seeds"] == "7 1 2" and psnr["values"] == "24 25 27" and psnr["n_seeds"] == "3"
+    sd = float(np.std([24, 25, 27], ddof=1))  # CSV cells: 6 significant digits
+    assert float(psnr["mean"]) == pytest.approx(76 / 3, rel=1e-5) and float(psnr["sd"]) == pytest.approx(sd, rel=1e-5)
+    assert rows[("g4g", "FID")]["seeds"] == "7 1" and float(rows[("g4g", "FID")]["sd"]) == pytest.approx(8 ** 0.5,
+                                                                                                           rel=1e-5)
+    assert (seeded / "table2_seeds.csv").read_text() == (seeded / "table1_seeds.csv").read_text()
+    md = (seeded / "table1.md").read_text()
+    assert f"| demo | g4g | 7 1 2 | {76 / 3:.4f} ± {sd:.4f} | 12.0000 ± 2.8284 |" in md
+    assert "Spread over training seeds" not in (alone / "table1.md").read_text()
+    dvc_metrics = json.loads((seeded / "metrics" / "demo" / "summary.json").read_text())
+    assert dvc_metrics["g4g"]["seeds"]["psnr"] == {"mean": pytest.approx(76 / 3), "sd": pytest.approx(sd), "n": 3}
+    assert "seeds" not in dvc_metrics["mean_face"]
+
+
+def test_seed_replicates_are_wired_to_their_own_models():
+    from g4g.evaluate.wiring import checkpoint, evaluate_inputs, methods
+    from g4g.params import Params
+
+    p = Params(variants=["full", "wo_fusion"], dataset="demo", extra_seeds=[3, 1])
+    m = methods(p)
+    assert m["replicates"] == ["g4g@seed3", "g4g@seed1", "g4g_wo_fusion@seed3", "g4g_wo_fusion@seed1"]
+    assert "g4g@seed3" not in m["table1"] + m["table2"] and "g4g@seed3" in m["evaluated"]
+    models = ("m/{dataset}/{variant}/model.pt", "m/{dataset}/seed{seed}/{variant}/model.pt")
+    assert checkpoint(p, "g4g_wo_fusion@seed3", models) == "m/demo/seed3/wo_fusion/model.pt"
+    assert checkpoint(p, "g4g_wo_fusion", models) == "m/demo/wo_fusion/model.pt"
+    d = evaluate_inputs(p, "g4g@seed1", {}, "v/{dataset}/{method}", "v/{dataset}/{method}.index", models, "s.pt")
+    assert d == {"videos": "v/demo/g4g@seed1", "index": "v/demo/g4g@seed1.index",
+                 "checkpoint": "m/demo/seed1/full/model.pt"}
+
+
+def test_extra_seeds_may_not_repeat_the_tables_seed():
+    import yaml
+
+    from g4g.params import PARAMS_PATH, resolve
+
+    config = yaml.safe_load(PARAMS_PATH.read_text())
+    assert resolve({**config, "extra_seeds": [1, 2]}).extra_seeds == [1, 2]
+    with pytest.raises(ValueError, match=r"extra_seeds \[0, 2\] lists seed 0"):
+        resolve({**config, "extra_seeds": [0, 2]})
+    with pytest.raises(Exception, match="non-unique"):
+        resolve({**config, "extra_seeds": [2, 2]})
+
+
 @pytest.mark.slow
 def test_score_folders_without_a_model(tmp_path):
     """Issue 12 item 2: `g4g score` pairs generated videos with ground-truth videos by name (any container,
@@ -405,3 +487,13 @@ def test_runs_lead_from_a_table_row_to_its_evaluation_and_training(prepared, tmp
     assert row["evaluated_at_commit"] == row["trained_at_commit"] == git_info()["git_commit"]
     lock.write_text(yaml_lock.replace(md5, "f" * 32))  # the lock moved on: the table's run scored another file
     assert table_runs(table, lock=lock)[0]["checkpoint_in_dvc_lock"] == f"no: dvc.lock has {'f' * 32}"
+    # a seed replicate behind the row's spread (table1_seeds.csv) is listed after the row, with its own runs
+    seed1 = "results/models/demo/seed1/full/model.pt"
+    (tmp_path / seed1).parent.mkdir(parents=True)
+    torch.save({"mlflow_run_id": train_id}, tmp_path / seed1)
+    rep = log_evaluation({**summary, "method": "g4g@seed1"}, {"mlflow": True}, seed1, [], prepared["clips"])
+    (summary_dir / "g4g@seed1.json").write_text(json.dumps({**summary, "method": "g4g@seed1", **rep}))
+    (tmp_path / "table1_seeds.csv").write_text("dataset,method,metric,n_seeds,seeds\ndemo,g4g,PSNR,2,0 1\n")
+    rows = table_runs(table, lock=lock)
+    assert [r["method"] for r in rows] == ["g4g", "g4g@seed1"]
+    assert rows[1]["evaluation_run"] == rep["mlflow_run_id"] and rows[1]["checkpoint"] == seed1

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import dvc_path
+from conftest import dvc_path, dvc_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 # lowest first: a module may import its own layer and the layers before it, never a later one
@@ -110,17 +110,16 @@ def test_touching_a_module_marks_every_stage_that_imports_it(tmp_path):
     import yaml
     from dvc_deps import stage_deps
 
-    for name in ("dvc.yaml", "params.yaml", "Snakefile"):
+    for name in ("dvc.yaml", "Snakefile", ".dvcignore"):
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("g4g", "workflow"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "extra_seeds": [1]}  # train_seed@*-1 too
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     dataset = params["dataset"]
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for spec in stages.values():  # placeholders for every output and data dep
-        spec = spec.get("do", spec)
+    for _, spec, item in dvc_stages(params):  # placeholders for every output and data dep
         for entry in [*spec["deps"], *spec.get("outs", []), *spec.get("metrics", []), *spec.get("plots", [])]:
-            p = tmp_path / dvc_path(entry if isinstance(entry, str) else next(iter(entry)), params, "full")
+            p = tmp_path / dvc_path(entry if isinstance(entry, str) else next(iter(entry)), params, item)
             if not p.exists():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.mkdir() if not p.suffix else p.write_text("placeholder\n")

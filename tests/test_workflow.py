@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import dvc_path
+from conftest import dvc_path, dvc_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -73,16 +73,10 @@ def test_changed_param_reruns_only_dependent_jobs(small_demo):
 
 def dvc_outputs(dataset: str, variants: list[str]) -> list[str]:
     """Every path dvc.yaml declares as an out, metric or plot, for one dataset and the given variants."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "dataset": dataset}
-    paths = []
-    for stage in stages.values():
-        body, items = (stage["do"], variants) if "foreach" in stage else (stage, [None])
-        for item in items:
-            for kind in ("outs", "metrics", "plots"):
-                for entry in body.get(kind, []):
-                    paths.append(dvc_path(next(iter(entry)) if isinstance(entry, dict) else entry, params, item))
-    return paths
+    params = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "dataset": dataset, "variants": variants}
+    return [dvc_path(next(iter(entry)) if isinstance(entry, dict) else entry, params, item)
+            for _, body, item in dvc_stages(params) for kind in ("outs", "metrics", "plots")
+            for entry in body.get(kind, [])]
 
 
 def tiny_pipeline(wd: Path) -> Path:

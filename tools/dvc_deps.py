@@ -77,6 +77,9 @@ def rule_commands() -> dict[str, set[str]]:
             shell = block.split("shell:", 1)[1] if "shell:" in block else ""
             cmds = set(re.findall(r'"(?:g4g|\{params\.launch\}) ([a-z][a-z-]*)', shell))
             out[name] = cmds
+    for f in workflow_files():  # `use rule A as B with:` runs A's command
+        for a, b in re.findall(r"^use rule (\w+) as (\w+)", f.read_text(), re.M):
+            out[b] = out[a]
     return out
 
 

@@ -13,6 +13,7 @@ then `--evaluate.KEY`... options.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
@@ -35,9 +36,16 @@ def cmd_evaluate(a) -> None:
                     checkpoint=a.checkpoint, mel=p.mel)
 
 
+def _dataset_seed(text: str) -> tuple[str, int]:
+    dataset, sep, seed = text.partition("=")
+    if not sep or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"expected DATASET=SEED, got {text!r}")
+    return dataset, int(seed)
+
+
 def cmd_tables(a) -> None:
     run_tables(a.summaries, a.datasets, a.table1_methods, a.table2_methods, a.table1, a.table2,
-               a.metrics_dir, a.figures_dir)
+               a.metrics_dir, a.figures_dir, dict(a.table_seed))
     print(a.table1)
 
 
@@ -126,4 +134,7 @@ def register(add) -> None:
     p.add_argument("--table2", required=True)
     p.add_argument("--metrics-dir", default="results/metrics")
     p.add_argument("--figures-dir", default="results/figures")
+    p.add_argument("--table-seed", nargs="*", type=_dataset_seed, default=[], metavar="DATASET=SEED",
+                   help="the seed the table rows of DATASET were trained under (params.yaml `seed`, default 0); "
+                        "summaries named METHOD@seedN are its seed replicates")
     p.set_defaults(fn=cmd_tables)

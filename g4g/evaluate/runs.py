@@ -1,8 +1,9 @@
 """`g4g runs`: the MLflow runs behind the measured rows of a table, so that a cell leads to its runs.
 
-For each (dataset, method) a table measured, the evaluation run that made the row (the `mlflow_run_id` its
-summary, results/metrics/<dataset>/<method>.json, recorded; the latest run tagged with the dataset and
-method where the summary has none), the training run of the checkpoint it scored (tag `training_run_id`), the git
+For each (dataset, method) a table measured, and each seed replicate behind its spread over seeds
+(g4g.evaluate.seeds): the evaluation run that made the row (the `mlflow_run_id` its summary,
+results/metrics/<dataset>/<method>.json, recorded; the latest run tagged with the dataset and method where
+the summary has none), the training run of the checkpoint it scored (tag `training_run_id`), the git
 commit each ran at, and the DVC hashes they recorded: of the prepared data they read (clips.parquet)
 and of the checkpoint. A checkpoint hash equal to the one in dvc.lock says the run scored the very file
 the lock records; another says the table and the lock have drifted apart.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from g4g.evaluate.seeds import seeds_path
+from g4g.params import replicate_method
 from g4g.tracking import tracking_uri
 
 COLUMNS = ("dataset", "method", "evaluation_run", "evaluated_at_commit", "checkpoint", "checkpoint_md5",
@@ -31,8 +34,17 @@ def lock_hashes(lock: str | Path) -> dict[str, str]:
 
 
 def measured(table: str | Path) -> list[tuple[str, str]]:
+    """(dataset, method) of each measured row of `table`, each followed by its seed replicates (the seeds
+    its tableN_seeds.csv lists after the row's own)."""
     with open(table, newline="") as f:
-        return [(r["dataset"], r["method"]) for r in csv.DictReader(f) if r["source"] == "this run"]
+        rows = [(r["dataset"], r["method"]) for r in csv.DictReader(f) if r["source"] == "this run"]
+    replicates: dict[tuple[str, str], list[str]] = {}
+    if seeds_path(table).is_file():
+        with open(seeds_path(table), newline="") as f:
+            for r in csv.DictReader(f):
+                replicates.setdefault((r["dataset"], r["method"]), []).extend(
+                    replicate_method(r["method"], int(s)) for s in r["seeds"].split()[1:])
+    return [(d, m) for d, method in rows for m in dict.fromkeys([method, *replicates.get((d, method), [])])]
 
 
 def summary_run(metrics_dir: Path, dataset: str, method: str) -> str | None:

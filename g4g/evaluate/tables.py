@@ -5,7 +5,10 @@ followed by the paper's published rows, `source` telling them apart. Table 2: th
 with the paper's Table 2. Columns: the metrics (an empty cell is a metric not computed; the row's notes
 say why), the number of videos and frames scored, and the weights each metric used. Beside each table,
 tableN_intervals.csv holds every measured cell's 95 % bootstrap interval over the test clips and its paired
-difference from G4G (g4g.evaluate.intervals); the Markdown tables and the charts show them too.
+difference from G4G (g4g.evaluate.intervals); the Markdown tables and the charts show them too. With
+params.yaml `extra_seeds`, tableN_seeds.csv holds each variant's mean and standard deviation over the
+training seeds (g4g.evaluate.seeds); the Markdown shows them under the table and the DVC metrics JSON
+carries them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from g4g.evaluate import paper
 from g4g.evaluate.charts import CHART_METRICS, bar_chart, row_label, slug
 from g4g.evaluate.intervals import REFERENCE, interval_rows, lookup, write_intervals
 from g4g.evaluate.protocol import COLUMNS
+from g4g.evaluate.seeds import seeds_path, spread_rows, write_spread
+from g4g.params import split_replicate
 from g4g.utils import atomic_path, write_json, write_text
 
 TABLE1_COLUMNS = ("dataset", "method", "source", *COLUMNS, "n videos", "n frames", "weights used", "notes")
@@ -77,10 +82,11 @@ def _interval(lo, hi) -> str:
 
 
 def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path, title: str,
-                   ci: dict | None = None) -> None:
+                   ci: dict | None = None, spread: list[dict] | None = None) -> None:
     """A GitHub-Markdown table: metrics with 4 decimals and, for measured cells, their 95 % interval;
-    columns empty in every row dropped. Then each method's paired difference from G4G."""
-    ci = ci or {}
+    columns empty in every row dropped. Then each method's paired difference from G4G, and its spread over
+    training seeds."""
+    ci, spread = ci or {}, spread or []
     keep = [c for c in columns if c in ("dataset", "method", "source") or any(_cell(r, c) for r in rows)]
     body = [f"# {title}", "", "| " + " | ".join(keep) + " |", "|" + "---|" * len(keep)]
     for r in rows:
@@ -105,6 +111,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
                 d = b.get("diff")
                 cells.append("" if d is None else f"{d:+.4f}" + _interval(b["diff_low"], b["diff_high"]))
             body.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    body += _spread_section(spread, [c for c in keep if c in COLUMNS])
     body += ["", "Intervals: 95 % percentile bootstrap over the test clips (g4g.evaluate.intervals); FID has none "
              "(a pooled statistic)."] if ci else []
     if any(c.startswith("LSE") for c in keep):
@@ -114,13 +121,34 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
     write_text(path, "\n".join(body) + "\n")
 
 
-def metrics_json(rows: list[dict]) -> dict:
-    """{method: {metric slug: value, n_videos, n_frames}} of measured rows (what `dvc metrics show` lists)."""
+def _spread_section(spread: list[dict], metrics: list[str]) -> list[str]:
+    """Markdown lines: per (dataset, method), each metric's mean ± sd over the training seeds."""
+    by = {(b["dataset"], b["method"], b["metric"]): b for b in spread}
+    metrics = [m for m in metrics if any(k[2] == m for k in by)]
+    if not metrics:
+        return []
+    lines = ["", "Spread over training seeds (params.yaml `extra_seeds`): mean ± sample standard deviation over "
+             "the seeds listed, the table's row being the first; the same test clips, split and sync expert", "",
+             "| dataset | method | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 3)]
+    for key in dict.fromkeys(k[:2] for k in by):
+        seeds = max((by[(*key, m)]["seeds"] for m in metrics if (*key, m) in by), key=len)
+        cells = [f"{b['mean']:.4f} ± {b['sd']:.4f}" if (b := by.get((*key, m))) else "" for m in metrics]
+        lines.append(f"| {key[0]} | {key[1]} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def metrics_json(rows: list[dict], spread: list[dict] = ()) -> dict:
+    """{method: {metric slug: value, n_videos, n_frames[, seeds: {slug: {mean, sd, n}}]}} of measured rows
+    (what `dvc metrics show` and `dvc exp show` list)."""
     out = {}
     for r in rows:
         if r["source"] == "this run":
             vals = {slug(k): v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)}
             out[r["method"]] = {**vals, "n_videos": r["n videos"], "n_frames": r["n frames"]}
+    for b in spread:
+        if b["method"] in out:
+            out[b["method"]].setdefault("seeds", {})[slug(b["metric"])] = {"mean": b["mean"], "sd": b["sd"],
+                                                                          "n": b["n_seeds"]}
     return out
 
 
@@ -132,26 +160,33 @@ def plot_rows(rows: list[dict], metric: str) -> list[dict]:
 
 
 def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: list[str], table2_methods: list[str],
-               table1: str, table2: str, metrics_dir: str = "results/metrics", figures_dir: str = "results/figures"
-               ) -> tuple[list[dict], list[dict]]:
-    """Rule `tables`: the two tables (CSV + .md beside), and per dataset the DVC metrics JSON
-    ({metrics_dir}/{dataset}/summary.json), the plot data ({metrics_dir}/{dataset}/plots/{metric}.csv) and
-    the bar charts ({figures_dir}/{dataset}/{metric}.png)."""
-    summaries = [json.loads(Path(p).read_text()) for p in summary_paths]
+               table1: str, table2: str, metrics_dir: str = "results/metrics", figures_dir: str = "results/figures",
+               table_seed: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
+    """Rule `tables`: the two tables (CSV + .md beside, intervals and seed spread CSVs), and per dataset the
+    DVC metrics JSON ({metrics_dir}/{dataset}/summary.json), the plot data
+    ({metrics_dir}/{dataset}/plots/{metric}.csv) and the bar charts ({figures_dir}/{dataset}/{metric}.png).
+    Summaries of seed replicates (g4g.evaluate.seeds) give the spread; `table_seed` is each dataset's
+    `seed`, the seed of its table rows (default 0)."""
+    loaded = [json.loads(Path(p).read_text()) for p in summary_paths]
+    summaries = [s for s in loaded if split_replicate(s["method"])[1] is None]
     rows1, rows2 = make_tables(summaries, datasets, table1_methods, table2_methods)
     ci = lookup(interval_rows([s for s in summaries if s["dataset"] in datasets], COLUMNS))
+    spread = spread_rows([s for s in loaded if s["dataset"] in datasets],
+                         {d: (table_seed or {}).get(d, 0) for d in datasets}, COLUMNS)
     for rows, cols, path, title in ((rows1, TABLE1_COLUMNS, table1, "Table 1: comparison (reconstruction setting)"),
                                     (rows2, TABLE2_COLUMNS, table2, "Table 2: ablation")):
-        write_csv(rows, cols, path)
-        write_markdown(rows, cols, Path(path).with_suffix(".md"), title, ci)
         shown = {(r["dataset"], r["method"]) for r in rows if r["source"] == "this run"}
+        shown_spread = [b for b in spread if (b["dataset"], b["method"]) in shown]
+        write_csv(rows, cols, path)
+        write_markdown(rows, cols, Path(path).with_suffix(".md"), title, ci, shown_spread)
         write_intervals([b for k, b in ci.items() if k[:2] in shown], intervals_path(path))
+        write_spread(shown_spread, seeds_path(path))
     measured = list({(r["dataset"], r["method"]): r for r in rows1 + rows2 if r["source"] == "this run"}.values())
     published = [r for r in rows1 if r["source"] == "paper"] + [
         r for r in rows2 if r["source"] == "paper" and r["method"] != "g4g"]  # full = Table 1's G4G row
     for d in datasets:
         rows = [r for r in measured if r["dataset"] == d] + published
-        write_json(Path(metrics_dir) / d / "summary.json", metrics_json(rows))
+        write_json(Path(metrics_dir) / d / "summary.json", metrics_json(rows, [b for b in spread if b["dataset"] == d]))
         for metric in CHART_METRICS:
             with atomic_path(Path(metrics_dir) / d / "plots" / f"{slug(metric)}.csv") as tmp, \
                     open(tmp, "w", newline="") as f:

@@ -5,35 +5,48 @@ Kept in the package (not in the .smk files) so the rule files hold rules only an
 
 from __future__ import annotations
 
-from g4g.params import VARIANT_OF_METHOD, VARIANTS, Params
+from g4g.params import VARIANT_OF_METHOD, VARIANTS, Params, replicate_method, split_replicate
 
 
 def methods(p: Params) -> dict[str, list[str]]:
-    """Method names: model (one per trained variant), baseline videos, external, and the table rows
-    (table 1: every trained variant, the references and the external methods; table 2: the variants)."""
+    """Method names: model (one per trained variant), replicates (each variant under each of `extra_seeds`,
+    g4g.params.replicate_method), baseline videos, external, and the table rows (table 1: every trained variant, the
+    references and the external methods; table 2: the variants)."""
     model = [VARIANTS[v].method for v in p.variants]
+    replicates = [replicate_method(m, s) for m in model for s in p.extra_seeds]
     refs = list(p.evaluate.references)
     external = list(p.evaluate.external_methods)
-    return {"model": model, "baselines": [r for r in refs if r != "ground_truth"], "external": external,
-            "evaluated": model + refs + external,
+    return {"model": model, "replicates": replicates, "baselines": [r for r in refs if r != "ground_truth"],
+            "external": external, "evaluated": model + replicates + refs + external,
             "table1": model + refs + external, "table2": model,
             "datasets": list(p.evaluate.table_datasets or [p.dataset])}
 
 
-def evaluate_inputs(p: Params, method: str, data: dict, videos: str, index: str, model: str,
+def checkpoint(p: Params, method: str, models: tuple[str, str]) -> str:
+    """The model file that renders `method` (a variant or a seed replicate of one); `models` are the output
+    patterns of rules train and train_seed."""
+    base, seed = split_replicate(method)
+    variant = VARIANT_OF_METHOD[base]
+    return models[0].format(dataset=p.dataset, variant=variant) if seed is None else \
+        models[1].format(dataset=p.dataset, variant=variant, seed=seed)
+
+
+def evaluate_inputs(p: Params, method: str, data: dict, videos: str, index: str, models: tuple[str, str],
                     syncnet: str) -> dict:
     """Inputs of one evaluate job of dataset `p.dataset`: `data` (clips, resampled, frames) plus the videos
     to score (none for ground_truth), their index and model, and the sync expert when surrogates are
-    allowed. `videos`, `index`, `model`, `syncnet` are the producing rules' output patterns."""
+    allowed. `videos`, `index`, `models` (train, train_seed), `syncnet` are the producing rules' output
+    patterns."""
     m = methods(p)
     d = dict(data)
-    if method in m["model"] + m["baselines"]:
+    rendered = m["model"] + m["replicates"]
+    if method in rendered + m["baselines"]:
         d["videos"] = videos.format(dataset=p.dataset, method=method)
         d["index"] = index.format(dataset=p.dataset, method=method)
     elif method in m["external"]:
         d["videos"] = p.evaluate.external_methods[method]
-    if method in m["model"]:
-        d["checkpoint"] = model.format(dataset=p.dataset, variant=VARIANT_OF_METHOD[method])
+    if method in rendered:
+        d["checkpoint"] = checkpoint(p, method, models)
     if p.evaluate.allow_surrogates:
         d["syncnet"] = syncnet.format(dataset=p.dataset)
     return d

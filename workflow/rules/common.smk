@@ -14,11 +14,12 @@ ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else
 PARAMS = {name: resolve(config, name) for name in config["datasets"]}
 
 
-def settings(dataset, *names, with_dataset=False):
-    """The named params.yaml sections of `dataset` (overrides merged) as one shell-quoted JSON word for
-    `g4g ... --params`: a rule's params, so a changed value re-runs exactly the jobs it touches."""
+def settings(dataset, *names, with_dataset=False, **values):
+    """The named params.yaml sections of `dataset` (overrides merged), then `values` (e.g. a replicate's
+    seed), as one shell-quoted JSON word for `g4g ... --params`: a rule's params, so a changed value re-runs
+    exactly the jobs it touches."""
     p = PARAMS[dataset]
-    d = {name: as_dict(getattr(p, name)) for name in names}
+    d = {name: as_dict(getattr(p, name)) for name in names} | values
     if with_dataset:  # the dataset's own entry (scan, demo-data), without its overrides (already merged)
         d.update(dataset=dataset, datasets={dataset: {**as_dict(p.ds), "overrides": {}}})
     return shlex.quote(json.dumps(d, sort_keys=True))
@@ -42,3 +43,14 @@ def per_shard(pattern):
 VARIANTS = config["variants"]
 
 
+def run_outputs(folder, model):
+    """The files a `g4g train` run leaves in its folder (model.pt, metrics.json and losses.csv are DVC outs)."""
+    labels = {"dataset": "{dataset}", "model": model}
+    return dict(
+        model=f"{folder}/model.pt", metrics=f"{folder}/metrics.json", losses=f"{folder}/losses.csv",
+        config=f"{folder}/config.yaml",
+        curve=report(f"{folder}/curve.png", caption="../report/training.rst", category="Training",
+                     labels={**labels, "figure": "training curve"}),
+        samples=report(f"{folder}/samples.png", caption="../report/samples.rst", category="Training",
+                       labels={**labels, "figure": "samples"}),
+    )

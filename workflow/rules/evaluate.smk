@@ -11,15 +11,14 @@ rule evaluate:
             {"clips": rules.prepare.output.clips.format(dataset=w.dataset),
              "resampled": expand(rules.resample.output.table, dataset=w.dataset, shard=shards(w.dataset)),
              "frames": expand(rules.faces.output.frames, dataset=w.dataset, shard=shards(w.dataset))},
-            rules.infer.output.videos, rules.infer.output.index, rules.train.output.model,
-            rules.train_sync.output.model)),
+            rules.infer.output.videos, rules.infer.output.index, MODELS, rules.train_sync.output.model)),
     output:
         frames=directory("results/metrics/{dataset}/{method}"),
         summary="results/metrics/{dataset}/{method}.json",
         strip=report("results/figures/{dataset}/strips/{method}.png", caption="../report/strip.rst",
                      category="Frames", labels={"dataset": "{dataset}", "method": "{method}"}),
     wildcard_constraints:
-        method=r"(?!summary\.json$)[A-Za-z0-9_.-]+",
+        method=r"(?!summary\.json$)[A-Za-z0-9_.-]+(@seed\d+)?",  # @seed: a seed replicate
     params:
         cfg=lambda w: settings(w.dataset, "evaluate", "mel"),
         flags=lambda w, input: optional_flags(input),

@@ -1,10 +1,10 @@
 # Phase 5: inference in the reconstruction setting (each test clip driven by its own audio) with every
 # trained variant, and the baseline videos of table 1 rendered the same way (composite + feathered paste).
 # Each job writes one folder of {clip}.mp4 plus an index (a failed clip is a row with its reason).
-from g4g.evaluate.wiring import methods
-from g4g.params import VARIANT_OF_METHOD
+from g4g.evaluate.wiring import checkpoint, methods
 
 METHODS = methods(PARAMS[DATASET])
+MODELS = (rules.train.output.model, rules.train_seed.output.model)
 
 
 rule infer:
@@ -12,13 +12,13 @@ rule infer:
         clips=rules.prepare.output.clips,
         resampled=per_shard(rules.resample.output.table),
         frames=per_shard(rules.faces.output.frames),
-        model=lambda w: expand(rules.train.output.model, dataset=w.dataset, variant=VARIANT_OF_METHOD[w.method]),
+        model=lambda w: checkpoint(PARAMS[w.dataset], w.method, MODELS),
     output:
         videos=directory("results/videos/{dataset}/{method}"),
         index="results/videos/{dataset}/{method}.index.parquet",
         rejects="results/{dataset}/rejects/infer/{method}.parquet",
     wildcard_constraints:
-        method="|".join(METHODS["model"]) or "(?!)",
+        method="|".join(METHODS["model"] + METHODS["replicates"]) or "(?!)",
     params:
         cfg=lambda w: settings(w.dataset, "infer", "mel", "audio", "seed"),
     conda:

@@ -9,6 +9,8 @@ rule tables:
     input:
         summaries=expand(rules.evaluate.output.summary, dataset=METHODS["datasets"],
                          method=dict.fromkeys(METHODS["table1"] + METHODS["table2"])),
+        replicates=[rules.evaluate.output.summary.format(dataset=d, method=m) for d in METHODS["datasets"]
+                    for m in methods(PARAMS[d])["replicates"]],
     output:
         table1=report("results/table1.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "1: comparison"}),
@@ -16,6 +18,7 @@ rule tables:
                       labels={"table": "2: ablation"}),
         markdown=["results/table1.md", "results/table2.md"],
         intervals=["results/table1_intervals.csv", "results/table2_intervals.csv"],
+        seeds=["results/table1_seeds.csv", "results/table2_seeds.csv"],
         metrics=expand("results/metrics/{dataset}/summary.json", dataset=METHODS["datasets"]),
         plots=expand("results/metrics/{dataset}/plots/{metric}.csv", dataset=METHODS["datasets"],
                      metric=METRIC_SLUGS),
@@ -25,14 +28,15 @@ rule tables:
         datasets=METHODS["datasets"],
         table1=METHODS["table1"],
         table2=METHODS["table2"],
+        table_seed=[f"{d}={PARAMS[d].seed}" for d in METHODS["datasets"]],
     conda:
         ENV
     log:
         "logs/tables.log",
     shell:
-        "g4g tables --summaries {input.summaries} --datasets {params.datasets}"
+        "g4g tables --summaries {input.summaries} {input.replicates} --datasets {params.datasets}"
         " --table1-methods {params.table1} --table2-methods {params.table2}"
-        " --table1 {output.table1} --table2 {output.table2} --log {log}"
+        " --table1 {output.table1} --table2 {output.table2} --table-seed {params.table_seed} --log {log}"
 
 
 # Digests of what `dvc repro` publishes, so two groups can compare reproductions without exchanging

@@ -39,16 +39,7 @@ rule train:
         clips=rules.prepare.output.clips,
         syncnet=rules.train_sync.output.model,
     output:
-        model="results/models/{dataset}/{variant}/model.pt",
-        metrics="results/models/{dataset}/{variant}/metrics.json",
-        losses="results/models/{dataset}/{variant}/losses.csv",
-        config="results/models/{dataset}/{variant}/config.yaml",
-        curve=report("results/models/{dataset}/{variant}/curve.png", caption="../report/training.rst",
-                     category="Training", labels={"dataset": "{dataset}", "model": "G4G {variant}",
-                                                  "figure": "training curve"}),
-        samples=report("results/models/{dataset}/{variant}/samples.png", caption="../report/samples.rst",
-                       category="Training", labels={"dataset": "{dataset}", "model": "G4G {variant}",
-                                                    "figure": "samples"}),
+        **run_outputs("results/models/{dataset}/{variant}", "G4G {variant}"),
     params:
         cfg=lambda w: settings(w.dataset, "model", "train", "seed"),
         launch=lambda w, resources: launcher(resources),
@@ -69,3 +60,17 @@ rule train:
         " --clips {input.clips} --syncnet {input.syncnet} --params {params.cfg} --out {output.model}"
         " --rule {params.rule_name} --threads {threads} --log {log}"
 
+
+# Seed replicates (params.yaml extra_seeds; g4g.evaluate.seeds): a variant trained again under another seed, the
+# split and the sync expert unchanged. Scored like the table's run, they give the tables' spread over seeds.
+use rule train as train_seed with:
+    output:
+        **run_outputs("results/models/{dataset}/seed{seed}/{variant}", "G4G {variant}, seed {seed}"),
+    params:
+        cfg=lambda w: settings(w.dataset, "model", "train", seed=int(w.seed)),
+        launch=lambda w, resources: launcher(resources),
+        rule_name="train_seed",
+    log:
+        "logs/{dataset}/train/seed{seed}/{variant}.log",
+    benchmark:
+        "benchmarks/{dataset}/train/seed{seed}/{variant}.tsv"

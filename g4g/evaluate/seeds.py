@@ -1,0 +1,59 @@
+"""Training-seed replicates (params.yaml `extra_seeds`) and the spread of the table cells over seeds.
+
+A replicate is a G4G variant trained again under another seed (the same split, the same frozen sync
+expert), rendered and scored exactly like the table's run. Its method name is the variant's with
+`@seed<N>` (g4g.params.replicate_method; results/metrics/<dataset>/g4g@seed1.json), so inference and
+evaluation treat it as one more method. A table cell stays the value of the table's run (seed `seed`),
+with its interval over the test clips (g4g.evaluate.intervals); the spread beside it is the mean and the
+sample standard deviation over the seeds, the table's run and its replicates. The two answer different
+questions: the interval, how much another draw of test clips moves the number; the spread, how much
+another training run does.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from g4g.evaluate.intervals import write_rows
+from g4g.params import split_replicate
+
+COLUMNS = ("dataset", "method", "metric", "n_seeds", "seeds", "mean", "sd", "min", "max", "values")
+
+
+def seeds_path(table: str | Path) -> Path:
+    """results/table1.csv -> results/table1_seeds.csv"""
+    table = Path(table)
+    return table.with_name(f"{table.stem}_seeds.csv")
+
+
+def spread_rows(summaries: list[dict], table_seed: dict[str, int], metrics: tuple[str, ...]) -> list[dict]:
+    """One row per (dataset, method, metric) measured under at least two seeds: the table's run (whose
+    seed is `table_seed[dataset]`) first, then its replicates by seed. The standard deviation is the sample
+    one (n - 1): the seeds are a sample of the runs the recipe can give."""
+    runs: dict[tuple[str, str], dict[int, dict]] = {}
+    for s in summaries:
+        method, seed = split_replicate(s["method"])
+        runs.setdefault((s["dataset"], method), {})[table_seed[s["dataset"]] if seed is None else seed] = s
+    rows = []
+    for (dataset, method), by_seed in runs.items():
+        if len(by_seed) < 2 or table_seed[dataset] not in by_seed:  # replicates without the table's run
+            continue
+        order = [table_seed[dataset]] + sorted(set(by_seed) - {table_seed[dataset]})
+        for metric in metrics:
+            got = [(k, by_seed[k]["metrics"].get(metric)) for k in order]
+            got = [(k, float(v)) for k, v in got if isinstance(v, (int, float)) and math.isfinite(v)]
+            if len(got) < 2:
+                continue
+            v = np.array([x for _, x in got])
+            rows.append({"dataset": dataset, "method": method, "metric": metric, "n_seeds": len(got),
+                         "seeds": " ".join(str(k) for k, _ in got), "mean": float(v.mean()),
+                         "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max()),
+                         "values": " ".join(f"{x:.6g}" for x in v)})
+    return rows
+
+
+def write_spread(rows: list[dict], path: str | Path) -> None:
+    write_rows(rows, COLUMNS, path)
