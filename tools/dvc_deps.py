@@ -7,7 +7,7 @@
 A stage runs Snakemake targets; Snakemake parses the Snakefile and every rule file (and the g4g modules
 they import, to build the DAG), and each rule's shell command runs one `g4g` subcommand, which imports
 its phase's commands module (g4g/cli.py COMMANDS) and everything that module imports. The rules of a
-stage are the ones its command names with `--forcerun`. The closure is taken over every `import` in the
+stage are the ones its command allows (`--allowed-rules`). The closure is taken over every `import` in the
 files, in functions too, so a change to any module a stage can execute makes `dvc status` report that
 stage.
 """
@@ -93,8 +93,8 @@ def stage_deps() -> dict[str, list[str]]:
     out = {}
     for stage, spec in dvc["stages"].items():
         cmd = (spec.get("do") or spec)["cmd"]
-        forced = re.search(r"--forcerun ([a-z_ ]+)", cmd).group(1).split()
-        commands = set().union(*(rules[r] for r in forced))
+        allowed = re.search(r"--allowed-rules ([a-z_ ]+)", cmd).group(1).split()  # what the stage may run
+        commands = set().union(*(rules[r] for r in allowed))
         entry = {"g4g", "g4g.cli", "g4g.__main__"} | workflow_modules | {COMMANDS[c][0] for c in commands}
         files = [str(module_file(m).relative_to(ROOT)) for m in closure(entry)]
         files += [str(f.relative_to(ROOT)) for f in workflow_files()] + ["workflow/schemas/params.schema.yaml"]
