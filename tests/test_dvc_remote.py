@@ -133,6 +133,57 @@ def test_remote_settings_it_cannot_use_are_named(tmp_path):
     assert r.returncode != 0 and "no remote specified" in (r.stdout + r.stderr).lower()
 
 
+def test_a_remote_that_is_gone_unreachable_or_read_only_is_named(tmp_path):
+    """Issue 10, bad input: tools/dvc-push and tools/dvc-pull check the remote before anything moves and
+    name it, its URL and the setting (remote.NAME.url): a directory that is not there (DVC itself would
+    create it on this machine's disk), an HTTP remote nothing answers on, a directory root cannot write to
+    (immutable: root passes permission bits), no remote at all."""
+    import socket
+
+    a = project(tmp_path / "a")
+    (a / "data.bin").write_bytes(os.urandom(4096))
+    run(a, "dvc", "add", "data.bin")
+    gone = tmp_path / "unmounted" / "g4g-dvc"
+    run(a, "dvc", "remote", "add", "-d", "lab", str(gone))
+    setting = "setting remote.lab.url, changed with: dvc remote modify lab url NEW_URL"
+    for tool in ("tools/dvc-push", "tools/dvc-pull"):
+        r = run(a, tool, check=False)
+        assert r.returncode == 1 and f"remote 'lab' ({gone}; {setting}) does not exist here" in r.stderr, r.stderr
+    assert not gone.exists()  # nothing was created, nothing pushed
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/g4g-dvc"
+    run(a, "dvc", "remote", "modify", "lab", "url", url)
+    for tool in ("tools/dvc-push", "tools/dvc-pull"):
+        r = run(a, tool, "-r", "lab", check=False)
+        assert r.returncode == 1 and f"remote 'lab' ({url}; {setting}) is unreachable: no connection to " \
+            f"127.0.0.1:{port} within 5 s" in r.stderr, r.stderr
+
+    run(a, "dvc", "remote", "remove", "lab")
+    r = run(a, "tools/dvc-push", check=False)
+    assert r.returncode == 1 and "no DVC remote is set (setting core.remote): give the project one with " \
+        "tools/dvc-remote URL" in r.stderr, r.stderr
+    r = run(a, "tools/dvc-push", "-r", "nowhere", check=False)
+    assert r.returncode == 1 and "no DVC remote named 'nowhere'" in r.stderr, r.stderr
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    run(a, "dvc", "remote", "add", "-d", "lab", str(ro))
+    if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here: no directory that root cannot write to")
+    try:
+        r = run(a, "tools/dvc-push", check=False)
+        assert r.returncode == 1 and f"remote 'lab' ({ro}; {setting}) is not writable by" in r.stderr, r.stderr
+        r = run(a, "tools/dvc-remote", str(ro), "lab2", check=False)
+        assert r.returncode == 1 and f"remote 'lab2': {ro} is not writable by" in r.stderr, r.stderr
+        r = run(a, "tools/dvc-pull", check=False)  # reading is allowed: DVC's own message, the file is not there
+        assert "dvc-remote: remote 'lab'" in r.stderr and "is usable" in r.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(ro)], check=True)
+
+
 def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
     """Issue 10 item 1: the selected dataset's raw videos (resources/datasets/<dataset>) are a dependency of
     `prepare`. A small dataset of two of the demo's clips, versioned with `dvc add`, is prepared; a third
