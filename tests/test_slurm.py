@@ -70,6 +70,8 @@ def test_profile_names_only_rules_that_exist(tmp_path):
     path = f"{fake_slurm_bin(tmp_path)}{os.pathsep}{os.environ['PATH']}"
     named = set(render_profile({"PATH": path})["set-resources"])
     assert named and named <= rules, f"profiles/slurm sets resources for unknown rules: {named - rules}"
+    gpu = {r for r in rules if r.startswith("train")}  # every training rule gets a GPU job
+    assert gpu == {"train_sync", "train", "train_seed"} and gpu <= named
 
 
 def test_profile_takes_site_settings_from_the_environment(tmp_path):
@@ -83,6 +85,7 @@ def test_profile_takes_site_settings_from_the_environment(tmp_path):
     train = site["set-resources"]["train"]
     assert train["slurm_partition"] == "a100" and train["gres"] == "gpu:4" and train["mem_mb"] == 100000
     assert site["set-resources"]["train_sync"]["mem_mb"] == 50000
+    assert site["set-resources"]["train_seed"] == train  # a seed replicate is a training job like train
     assert site["default-resources"]["slurm_account"] == "lab42" and site["slurm-status-command"] == "squeue"
     # a cluster without accounting: sacct would know no job and Snakemake would wait forever (issue 11)
     bare = f"{fake_slurm_bin(tmp_path / 'none', 'accounting_storage/none')}{os.pathsep}{os.environ['PATH']}"
