@@ -338,6 +338,8 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
     dvc_metrics = json.loads((seeded / "metrics" / "demo" / "summary.json").read_text())
     assert dvc_metrics["g4g"]["seeds"]["psnr"] == {"mean": pytest.approx(76 / 3), "sd": pytest.approx(sd), "n": 3}
     assert "seeds" not in dvc_metrics["mean_face"]
+    assert (seeded / "fig/demo/psnr.png").read_bytes() != (alone / "fig/demo/psnr.png").read_bytes()  # seed dots
+    assert (seeded / "fig/demo/ssim.png").read_bytes() == (alone / "fig/demo/ssim.png").read_bytes()  # none there
 
 
 def test_seed_replicates_are_wired_to_their_own_models():

@@ -38,9 +38,12 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
-def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None = None) -> Path:
+def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None = None,
+              seeds: dict | None = None) -> Path:
     """Horizontal bars of `metric` for every row that has it: this run in colour, the paper in grey; a
-    measured bar with a 95 % interval in `ci` ({(dataset, method, metric): row}) gets it as an error bar."""
+    measured bar with a 95 % interval in `ci` ({(dataset, method, metric): row}) gets it as an error bar,
+    and one with values under several training seeds in `seeds` ({(dataset, method): [value, ...]}) a dot
+    for each (g4g.evaluate.seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +64,11 @@ def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None =
             idx, lo, hi = zip(*err)
             ax.errorbar([vals[i] for i in idx], y[list(idx)], xerr=[lo, hi], fmt="none", ecolor="black",
                         capsize=3, lw=1)
+        dots = [(v, yi) for yi, r in zip(y, have) if r["source"] != "paper"
+                for v in (seeds or {}).get((r.get("dataset"), r.get("method")), [])]
+        if dots:
+            ax.scatter(*zip(*dots), s=14, color="#ff7f0e", zorder=3, label="each training seed")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(y, [row_label(r) for r in have], fontsize=8)
         ax.invert_yaxis()
         for yi, v in zip(y, vals):

@@ -49,11 +49,12 @@ def spread_rows(summaries: list[dict], table_seed: dict[str, int], metrics: tupl
                 continue
             v = np.array([x for _, x in got])
             rows.append({"dataset": dataset, "method": method, "metric": metric, "n_seeds": len(got),
-                         "seeds": " ".join(str(k) for k, _ in got), "mean": float(v.mean()),
-                         "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max()),
-                         "values": " ".join(f"{x:.6g}" for x in v)})
+                         "seeds": [k for k, _ in got], "mean": float(v.mean()), "sd": float(v.std(ddof=1)),
+                         "min": float(v.min()), "max": float(v.max()), "values": v.tolist()})
     return rows
 
 
 def write_spread(rows: list[dict], path: str | Path) -> None:
-    write_rows(rows, COLUMNS, path)
+    """The rows as CSV; seeds and values as space-separated lists (6 significant digits)."""
+    write_rows([{**r, "seeds": " ".join(map(str, r["seeds"])), "values": " ".join(f"{x:.6g}" for x in r["values"])}
+                for r in rows], COLUMNS, path)

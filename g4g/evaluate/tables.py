@@ -133,7 +133,7 @@ def _spread_section(spread: list[dict], metrics: list[str]) -> list[str]:
     for key in dict.fromkeys(k[:2] for k in by):
         seeds = max((by[(*key, m)]["seeds"] for m in metrics if (*key, m) in by), key=len)
         cells = [f"{b['mean']:.4f} ± {b['sd']:.4f}" if (b := by.get((*key, m))) else "" for m in metrics]
-        lines.append(f"| {key[0]} | {key[1]} | {seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key[0]} | {key[1]} | {' '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -193,7 +193,8 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
                 w = csv.DictWriter(f, ["method", "value", "source"])
                 w.writeheader()
                 w.writerows(plot_rows(rows, metric))
-            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png", ci)
+            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png", ci,
+                      {(b["dataset"], b["method"]): b["values"] for b in spread if b["metric"] == metric})
     return rows1, rows2
 
 
