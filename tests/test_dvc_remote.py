@@ -156,10 +156,17 @@ def test_a_remote_that_is_gone_unreachable_or_read_only_is_named(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/g4g-dvc"
     run(a, "dvc", "remote", "modify", "lab", "url", url)
-    for tool in ("tools/dvc-push", "tools/dvc-pull"):
-        r = run(a, tool, "-r", "lab", check=False)
+    for args in (["tools/dvc-push", "-r", "lab"], ["tools/dvc-pull", "-rlab"]):
+        r = run(a, *args, check=False)
         assert r.returncode == 1 and f"remote 'lab' ({url}; {setting}) is unreachable: no connection to " \
             f"127.0.0.1:{port} within 5 s" in r.stderr, r.stderr
+    run(a, "dvc", "remote", "add", "ssh", "ssh://me@127.0.0.1/g4g-dvc")  # the port comes from the setting
+    run(a, "dvc", "remote", "modify", "ssh", "port", str(port))
+    r = run(a, "tools/dvc-remote", "--check", "ssh", check=False)
+    assert r.returncode == 1 and f"no connection to 127.0.0.1:{port} within 5 s" in r.stderr, r.stderr
+    run(a, "dvc", "remote", "add", "gs", "gs://lab-bucket/g4g")  # not checked: said so, not refused
+    r = run(a, "tools/dvc-remote", "--check", "gs", check=False)
+    assert r.returncode == 0 and "gs:// remotes are not checked here" in r.stderr, r.stderr
 
     run(a, "dvc", "remote", "remove", "lab")
     r = run(a, "tools/dvc-push", check=False)

@@ -307,6 +307,7 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
 
     runs = {"g4g": summary("g4g", 24.0, 10.0), "g4g@seed1": summary("g4g@seed1", 25.0, 14.0),
             "g4g@seed2": summary("g4g@seed2", 27.0), "mean_face": summary("mean_face", 20.0)}
+    runs["g4g@seed1"]["metrics"]["MSE"] = runs["g4g@seed2"]["metrics"]["MSE"] = 1.0  # not in the table's run
     paths = {}
     for name, s in runs.items():
         paths[name] = tmp_path / f"{name}.json"
@@ -324,7 +325,7 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
     assert (alone / "table1_seeds.csv").read_text().splitlines() == [
         "dataset,method,metric,n_seeds,seeds,mean,sd,min,max,values"]
     rows = {(r["method"], r["metric"]): r for r in csv.DictReader(open(seeded / "table1_seeds.csv"))}
-    assert set(rows) == {("g4g", "PSNR"), ("g4g", "FID")}  # mean_face: one run; FID: two seeds have it
+    assert set(rows) == {("g4g", "PSNR"), ("g4g", "FID")}  # mean_face: one run; FID: two seeds; MSE: not the row's
     psnr = rows[("g4g", "PSNR")]
     assert psnr["seeds"] == "7 1 2" and psnr["values"] == "24 25 27" and psnr["n_seeds"] == "3"
     sd = float(np.std([24, 25, 27], ddof=1))  # CSV cells: 6 significant digits
@@ -333,7 +334,11 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
                                                                                                            rel=1e-5)
     assert (seeded / "table2_seeds.csv").read_text() == (seeded / "table1_seeds.csv").read_text()
     md = (seeded / "table1.md").read_text()
-    assert f"| demo | g4g | 7 1 2 | {76 / 3:.4f} ± {sd:.4f} | 12.0000 ± 2.8284 |" in md
+    assert f"| demo | g4g | 7 1 2 | {76 / 3:.4f} ± {sd:.4f} | 12.0000 ± 2.8284 (seeds 7 1) |" in md
+    assert md.index("Intervals: 95 %") < md.index("Spread over training seeds")  # footnotes stay by their table
+    with pytest.raises(ValueError, match="two runs under seed 1"):  # the table's run and g4g@seed1 both seed 1
+        run_tables([str(paths[n]) for n in runs], ["demo"], ["g4g"], ["g4g"], str(tmp_path / "x" / "t1.csv"),
+                   str(tmp_path / "x" / "t2.csv"), str(tmp_path / "x" / "m"), str(tmp_path / "x" / "f"), {"demo": 1})
     assert "Spread over training seeds" not in (alone / "table1.md").read_text()
     dvc_metrics = json.loads((seeded / "metrics" / "demo" / "summary.json").read_text())
     assert dvc_metrics["g4g"]["seeds"]["psnr"] == {"mean": pytest.approx(76 / 3), "sd": pytest.approx(sd), "n": 3}
@@ -356,6 +361,25 @@ def test_seed_replicates_are_wired_to_their_own_models():
     d = evaluate_inputs(p, "g4g@seed1", {}, "v/{dataset}/{method}", "v/{dataset}/{method}.index", models, "s.pt")
     assert d == {"videos": "v/demo/g4g@seed1", "index": "v/demo/g4g@seed1.index",
                  "checkpoint": "m/demo/seed1/full/model.pt"}
+
+
+def test_run_folders_left_behind_are_named(tmp_path, caplog):
+    """A seed dropped from extra_seeds (or a variant from variants) leaves its run folder, which dvc.yaml's
+    evaluate stage would hash: the workflow names it when it starts."""
+    from g4g.evaluate.wiring import stale_runs, warn_stale_runs
+    from g4g.params import Params
+
+    for run in ("full", "syncnet", "wo_fusion", "seed1/full", "seed3/full", "seed3/full/checkpoints/x"):
+        (tmp_path / "demo" / run).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "demo" / run / ("losses.csv" if run == "syncnet" else "model.pt")).write_text("x")
+    (tmp_path / "demo" / "seed2" / "full").mkdir(parents=True)  # no model in it: nothing DVC would hash
+    p = Params(variants=["full"], dataset="demo", extra_seeds=[1])
+    assert stale_runs(p, tmp_path) == [str(tmp_path / "demo" / "seed3" / "full"), str(tmp_path / "demo" / "wo_fusion")]
+    assert stale_runs(Params(variants=["full", "wo_fusion"], dataset="demo", extra_seeds=[1, 3]), tmp_path) == []
+    with caplog.at_level("WARNING", logger="g4g"):
+        warn_stale_runs(p, tmp_path)
+    assert [r.args[0] for r in caplog.records] == stale_runs(p, tmp_path)
+    assert "DVC's evaluate stage hashes every model under" in caplog.records[0].getMessage()
 
 
 def test_extra_seeds_may_not_repeat_the_tables_seed():

@@ -150,3 +150,20 @@ def test_touching_a_module_marks_every_stage_that_imports_it(tmp_path):
         for s in reported:
             changed = set().union(*(e.get("changed deps", {}) for e in status[s] if isinstance(e, dict)))
             assert code <= changed, f"{s}: {sorted(code - changed)} changed but not reported"
+
+
+def test_each_dvc_stage_may_run_the_rules_it_forces():
+    """dvc.yaml: a stage's --forcerun rules are among its --allowed-rules (else Snakemake refuses the job), and
+    every rule it allows exists."""
+    import re
+
+    import yaml
+
+    rules = set(re.findall(r"^(?:rule (\w+):|use rule \w+ as (\w+))", "\n".join(
+        f.read_text() for f in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")]), re.M))
+    rules = {a or b for a, b in rules}
+    for name, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        cmd = (spec.get("do") or spec)["cmd"]
+        forced = set(re.search(r"--forcerun ([a-z_ ]+)", cmd).group(1).split())
+        allowed = set(re.search(r"--allowed-rules ([a-z_ ]+)", cmd).group(1).split())
+        assert forced <= allowed <= rules, (name, forced - allowed, allowed - rules)

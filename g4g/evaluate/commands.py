@@ -23,7 +23,7 @@ from g4g.evaluate.runs import format_runs, table_runs
 from g4g.evaluate.score import evaluate_method
 from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
-from g4g.params import add_options, as_dict, from_args
+from g4g.params import add_options, as_dict, from_args, project_params
 
 log = logging.getLogger("g4g")
 
@@ -45,7 +45,7 @@ def _dataset_seed(text: str) -> tuple[str, int]:
 
 def cmd_tables(a) -> None:
     run_tables(a.summaries, a.datasets, a.table1_methods, a.table2_methods, a.table1, a.table2,
-               a.metrics_dir, a.figures_dir, dict(a.table_seed))
+               a.metrics_dir, a.figures_dir, {d: project_params(d).seed for d in a.datasets} | dict(a.table_seed))
     print(a.table1)
 
 
@@ -135,6 +135,6 @@ def register(add) -> None:
     p.add_argument("--metrics-dir", default="results/metrics")
     p.add_argument("--figures-dir", default="results/figures")
     p.add_argument("--table-seed", nargs="*", type=_dataset_seed, default=[], metavar="DATASET=SEED",
-                   help="the seed the table rows of DATASET were trained under (params.yaml `seed`, default 0); "
+                   help="the seed the table rows of DATASET were trained under (default: params.yaml `seed`); "
                         "summaries named METHOD@seedN are its seed replicates")
     p.set_defaults(fn=cmd_tables)

@@ -30,22 +30,27 @@ def seeds_path(table: str | Path) -> Path:
 
 
 def spread_rows(summaries: list[dict], table_seed: dict[str, int], metrics: tuple[str, ...]) -> list[dict]:
-    """One row per (dataset, method, metric) measured under at least two seeds: the table's run (whose
-    seed is `table_seed[dataset]`) first, then its replicates by seed. The standard deviation is the sample
-    one (n - 1): the seeds are a sample of the runs the recipe can give."""
+    """One row per (dataset, method, metric) that the table's run (seed `table_seed[dataset]`) and at least
+    one replicate measured: the table's run first, then the replicates by seed. A metric the table's run
+    lacks has no row (its spread would not be about the number in the table). The standard deviation is
+    the sample one (n - 1): the seeds are a sample of the runs the recipe can give."""
     runs: dict[tuple[str, str], dict[int, dict]] = {}
     for s in summaries:
         method, seed = split_replicate(s["method"])
-        runs.setdefault((s["dataset"], method), {})[table_seed[s["dataset"]] if seed is None else seed] = s
+        key = table_seed[s["dataset"]] if seed is None else seed
+        if key in runs.get((s["dataset"], method), {}):
+            raise ValueError(f"{s['dataset']} / {method}: two runs under seed {key} (a replicate of the table's "
+                             f"own seed?): give the tables each seed once")
+        runs.setdefault((s["dataset"], method), {})[key] = s
     rows = []
     for (dataset, method), by_seed in runs.items():
-        if len(by_seed) < 2 or table_seed[dataset] not in by_seed:  # replicates without the table's run
-            continue
         order = [table_seed[dataset]] + sorted(set(by_seed) - {table_seed[dataset]})
+        if len(by_seed) < 2 or order[0] not in by_seed:  # no replicates, or replicates without the table's run
+            continue
         for metric in metrics:
             got = [(k, by_seed[k]["metrics"].get(metric)) for k in order]
             got = [(k, float(v)) for k, v in got if isinstance(v, (int, float)) and math.isfinite(v)]
-            if len(got) < 2:
+            if len(got) < 2 or got[0][0] != order[0]:
                 continue
             v = np.array([x for _, x in got])
             rows.append({"dataset": dataset, "method": method, "metric": metric, "n_seeds": len(got),

@@ -111,13 +111,13 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
                 d = b.get("diff")
                 cells.append("" if d is None else f"{d:+.4f}" + _interval(b["diff_low"], b["diff_high"]))
             body.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
-    body += _spread_section(spread, [c for c in keep if c in COLUMNS])
     body += ["", "Intervals: 95 % percentile bootstrap over the test clips (g4g.evaluate.intervals); FID has none "
              "(a pooled statistic)."] if ci else []
     if any(c.startswith("LSE") for c in keep):
         body += ["", "LSE-D, LSE-C: syncnet_python's framing (S3FD face tracks, its square crop; the columns of the "
                  "published rows). LSE (landmark crop): the stored 416 x 320 face crops. docs/evaluation.md, "
                  "\"LSE: which framing\"."]
+    body += _spread_section(spread, [c for c in keep if c in COLUMNS])
     write_text(path, "\n".join(body) + "\n")
 
 
@@ -132,7 +132,9 @@ def _spread_section(spread: list[dict], metrics: list[str]) -> list[str]:
              "| dataset | method | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 3)]
     for key in dict.fromkeys(k[:2] for k in by):
         seeds = max((by[(*key, m)]["seeds"] for m in metrics if (*key, m) in by), key=len)
-        cells = [f"{b['mean']:.4f} ± {b['sd']:.4f}" if (b := by.get((*key, m))) else "" for m in metrics]
+        cells = [f"{b['mean']:.4f} ± {b['sd']:.4f}" + (f" (seeds {' '.join(map(str, b['seeds']))})"
+                                                         if len(b["seeds"]) < len(seeds) else "")
+                 if (b := by.get((*key, m))) else "" for m in metrics]
         lines.append(f"| {key[0]} | {key[1]} | {' '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return lines
 

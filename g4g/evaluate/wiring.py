@@ -5,6 +5,9 @@ Kept in the package (not in the .smk files) so the rule files hold rules only an
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from g4g.params import VARIANT_OF_METHOD, VARIANTS, Params, replicate_method, split_replicate
 
 
@@ -55,3 +58,24 @@ def evaluate_inputs(p: Params, method: str, data: dict, videos: str, index: str,
 def optional_flags(input) -> str:
     """--videos / --index / --checkpoint / --syncnet for the inputs a method has."""
     return " ".join(f"--{k} {input[k]}" for k in ("videos", "index", "checkpoint", "syncnet") if k in input.keys())
+
+
+def stale_runs(p: Params, models_dir: str | Path = "results/models") -> list[str]:
+    """Run folders of `p.dataset` holding a model, metrics or losses that no configured training writes: a
+    variant no longer in `variants`, a seed no longer in `extra_seeds`. dvc.yaml's evaluate stage hashes
+    every such file under the dataset's folder (.dvcignore), so one left behind makes that stage out of
+    date, and enters dvc.lock with it where a clone that pulls will not have it."""
+    root = Path(models_dir) / p.dataset
+    runs = {root / "syncnet"} | {root / v for v in p.variants} | {root / f"seed{s}" / v for s in p.extra_seeds
+                                                                  for v in p.variants}
+    found = {f.parent for name in ("model.pt", "metrics.json", "losses.csv") for f in root.glob(f"**/{name}")
+             if "checkpoints" not in f.relative_to(root).parts}
+    return sorted(str(d) for d in found - runs)
+
+
+def warn_stale_runs(p: Params, models_dir: str | Path = "results/models") -> None:
+    for d in stale_runs(p, models_dir):
+        logging.getLogger("g4g").warning(
+            "%s is not a run of this configuration (params.yaml variants, extra_seeds): DVC's evaluate stage hashes "
+            "every model under %s, so it makes that stage out of date and would enter dvc.lock. Remove it (the DVC "
+            "cache keeps what DVC tracked), or list its variant or seed again", d, Path(d).parent)

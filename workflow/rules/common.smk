@@ -4,6 +4,7 @@ import shlex
 from pathlib import Path
 
 from g4g.data.scan import assign_shards, dataset_clips
+from g4g.evaluate.wiring import warn_stale_runs
 from g4g.params import as_dict, resolve
 from g4g.train.launch import launcher, let_preemption_reach_training
 
@@ -12,6 +13,7 @@ DATASET = config["dataset"]
 ENV = "../../environment.yml"  # per-rule conda env (used with --sdm conda; else the active env)
 # params.yaml resolved per dataset (overrides merged, then validated: a misspelt key stops here, named)
 PARAMS = {name: resolve(config, name) for name in config["datasets"]}
+warn_stale_runs(PARAMS[DATASET])  # a leftover run folder would make DVC's evaluate stage out of date
 
 
 def settings(dataset, *names, with_dataset=False, **values):
