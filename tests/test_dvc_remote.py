@@ -20,7 +20,8 @@ import yaml
 from test_workflow import ROOT, tiny_pipeline
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+ENV = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},  # every remote is local
+       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 TABLES = ("results/table1.csv", "results/table2.csv")
 
@@ -160,6 +161,9 @@ def test_a_remote_that_is_gone_unreachable_or_read_only_is_named(tmp_path):
         r = run(a, *args, check=False)
         assert r.returncode == 1 and f"remote 'lab' ({url}; {setting}) is unreachable: no connection to " \
             f"127.0.0.1:{port} within 5 s" in r.stderr, r.stderr
+    proxied = subprocess.run(["tools/dvc-remote", "--check", "lab"], cwd=a, capture_output=True, text=True,
+                             env={**ENV, "HTTPS_PROXY": "http://proxy.invalid:3128"})
+    assert proxied.returncode == 0 and "not checked, connections go through a proxy" in proxied.stderr
     run(a, "dvc", "remote", "add", "ssh", "ssh://me@127.0.0.1/g4g-dvc")  # the port comes from the setting
     run(a, "dvc", "remote", "modify", "ssh", "port", str(port))
     r = run(a, "tools/dvc-remote", "--check", "ssh", check=False)
