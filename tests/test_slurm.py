@@ -416,8 +416,8 @@ def test_profile_refuses_what_the_cluster_cannot_give(slurm, tmp_path):
     plugin's report of the first job)."""
     (tmp_path / "wd").mkdir()
     wd = tiny_pipeline(tmp_path / "wd")
-    for var, value, words in (("G4G_SLURM_GPU_PARTITION", "a100", ["partition 'a100'", "train and train_sync",
-                                                                  "its partitions: cpu, gpu"]),
+    for var, value, words in (("G4G_SLURM_GPU_PARTITION", "a100", ["partition 'a100'", "its partitions: cpu, gpu",
+                                                                  "train_sync, train and train_seed"]),
                               ("G4G_SLURM_CPU_MEM_MB", "99999999", ["asks for more MB of memory", "partition 'cpu'",
                                                                     "every rule but"]),
                               ("G4G_SLURM_GPU_CPUS", "4096", ["asks for more CPUs", "partition 'gpu'"])):
