@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from g4g.params import ROOT
-from g4g.utils import atomic_path
+from g4g.utils import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def tracking_uri(configured: str | None = None) -> str:
 def dvc_md5(path: str | Path) -> str:
     """The hash DVC records for a file in dvc.lock (the md5 of its bytes): an MLflow tag with it leads to
     the dvc.lock entry, and so the commit, of the very data or checkpoint a run read."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
+    return file_digest(path, "md5")
 
 
 # ----------------------------------------------------------------------------------------------------
