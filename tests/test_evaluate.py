@@ -74,14 +74,13 @@ def _jpeg(img):
 
 
 # ------------------------------------------------------------------------------------------ LSE adapter
-def test_own_syncnet_adapter_shapes_and_offset_search(expert_checkpoint):
-    import torch
+def test_own_syncnet_adapter_shapes_and_offset_search(expert_checkpoint, torch_threads):
 
     from g4g.evaluate.own_syncnet import OwnSyncNet
     from g4g.evaluate.protocol import ChunkedLSE
     from g4g.metrics.lse import lse
 
-    torch.set_num_threads(1)
+    torch_threads(1)
     net = OwnSyncNet(expert_checkpoint, "cpu")
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (24, 416, 320, 3), dtype=np.uint8)
@@ -108,7 +107,7 @@ def test_own_syncnet_adapter_shapes_and_offset_search(expert_checkpoint):
 def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepared, expert_checkpoint,
                                                                           tmp_path, monkeypatch):
     from g4g.evaluate.score import evaluate_method
-    from g4g.evaluate.tables import TABLE1_COLUMNS, run_tables
+    from g4g.evaluate.tables import run_tables, table1_columns
     from g4g.params import EvalParams
 
     monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no AlexNet, Inception, SyncNet
@@ -141,7 +140,7 @@ def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepa
     import csv
 
     table = list(csv.DictReader(open(tmp_path / "table1.csv")))
-    assert tuple(table[0]) == TABLE1_COLUMNS
+    assert tuple(table[0]) == table1_columns()
     ours = table[0]
     assert (ours["dataset"], ours["method"], ours["source"]) == ("demo", "wav2lip", "this run")
     assert float(ours["PSNR"]) > 35 and ours["LPIPS"] == "" and ours["FID"] == "" and ours["LSE-C"] == ""
@@ -175,13 +174,54 @@ def test_lse_in_both_framings_and_the_labelled_fallback_detector(prepared, tmp_p
     assert s["weights"]["LSE face boxes"].startswith("surrogate: dlib HOG face boxes instead of S3FD")
     notes = " ".join(s["notes"])
     assert "framed with surrogate: dlib HOG" in notes and "no face track by syncnet_python's rules" in notes
+    assert [n.split(":")[0] for n in s["notes"][:4]] == [  # the network and its framing named together
+        "LPIPS empty", "FID empty", "LSE-D, LSE-C framed with surrogate", "LSE (own SyncNet) not computed"]
     frames = pq.read_table(tmp_path / "m" / "c0.parquet")
     assert "sync_dist" in frames.column_names and "sync_dist_tracks" not in frames.column_names
 
 
+def test_a_new_metric_is_one_class_and_one_registry_line(prepared, tmp_path, monkeypatch):
+    """Issue 28 item 5: every metric is one class behind one accumulator interface, listed once in the registry;
+    a new one's column reaches the clip's Parquet file, the method's values and the tables, after the columns
+    placed before it."""
+    import csv
+
+    from g4g.evaluate import registry
+    from g4g.evaluate.score import evaluate_method
+    from g4g.evaluate.tables import run_tables
+    from g4g.params import EvalParams
+
+    assert registry.metric_columns() == (
+        "PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LSE-D (landmark crop)", "LSE-C (landmark crop)",
+        "LSE-D (own SyncNet)", "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
+
+    class Brightness(registry.FrameMean):  # the mean pixel of the face crops, standing in for the next metric
+        per_frame = {"brightness": "Brightness"}
+
+        def frame_values(self, chunk):
+            return {"brightness": chunk.crops.mean(axis=(1, 2, 3))}
+
+    monkeypatch.setattr(registry, "METRICS", (*registry.METRICS, Brightness))
+    monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    shutil.copy(prepared["video"], ext / "c0.mp4")
+    s = evaluate_method("demo", "ext", prepared["clips"], prepared["resampled"], str(ext), str(tmp_path / "m" / "ext"),
+                        str(tmp_path / "m" / "ext.json"), None, EvalParams(chunk_frames=8, strip_frames=0),
+                        tracking={"mlflow": False}, progress=False)
+    brightness = pq.read_table(tmp_path / "m" / "ext" / "c0.parquet").column("brightness").to_numpy()
+    assert len(brightness) == 30 and s["clips"][0]["Brightness"] == pytest.approx(brightness.mean())
+    assert s["metrics"]["Brightness"] == pytest.approx(brightness.mean())
+    run_tables([str(tmp_path / "m" / "ext.json")], ["demo"], ["ext"], ["g4g"], str(tmp_path / "table1.csv"),
+               str(tmp_path / "table2.csv"), str(tmp_path / "metrics"), str(tmp_path / "figures"))
+    header, row = list(csv.reader(open(tmp_path / "table1.csv")))[:2]
+    assert header[header.index("MSE (full frame)") + 1] == "Brightness"
+    assert float(row[header.index("Brightness")]) == pytest.approx(brightness.mean(), rel=1e-5)
+
+
 def test_tables_hold_the_papers_rows_labelled(tmp_path):
     from g4g.evaluate import paper
-    from g4g.evaluate.tables import TABLE2_COLUMNS, make_tables, write_markdown
+    from g4g.evaluate.tables import make_tables, table2_columns, write_markdown
 
     ours = {"dataset": "demo", "method": "g4g", "n_videos": 3, "n_frames": 309, "metrics": {"PSNR": 25.0},
             "weights": {}, "notes": []}
@@ -194,14 +234,14 @@ def test_tables_hold_the_papers_rows_labelled(tmp_path):
     assert rows1[0]["source"] == "this run" and rows2[0]["variant"] == "full"
     assert [r["variant"] for r in rows2 if r["source"] == "paper"] == [
         "w/o alignment", "w/o supervision", "w/o fusion", "full"]
-    write_markdown(rows2, TABLE2_COLUMNS, tmp_path / "t2.md", "Table 2")
+    write_markdown(rows2, table2_columns(), tmp_path / "t2.md", "Table 2")
     md = (tmp_path / "t2.md").read_text()
     assert "| hdtf | g4g_wo_fusion | w/o fusion | paper | 25.7960 |" in md
 
     # what `make demo` prints: identity and filled metric columns, notes by number
-    from g4g.evaluate.tables import TABLE1_COLUMNS, format_table, write_csv
+    from g4g.evaluate.tables import format_table, table1_columns, write_csv
 
-    write_csv(rows1, TABLE1_COLUMNS, tmp_path / "t1.csv")
+    write_csv(rows1, table1_columns(), tmp_path / "t1.csv")
     text = format_table(tmp_path / "t1.csv")
     lines = text.splitlines()
     assert lines[1].split() == ["dataset", "method", "source", "PSNR", "SSIM", "LPIPS", "MSE", "LSE-D", "LSE-C",
@@ -274,12 +314,12 @@ def test_intervals_in_tables_and_paired_differences(tmp_path):
     assert f"| demo | g4g | this run | {psnr.mean():.4f} [{float(ours['ci_low']):.4f}, " in md
     assert "| demo | mean_face | +0.5000 [0.5000, 0.5000] |" in md
     # the paper's rows carry the same (dataset, method) keys as a run on HDTF: they never get this run's interval
-    from g4g.evaluate.tables import TABLE1_COLUMNS, make_tables, write_markdown
+    from g4g.evaluate.tables import make_tables, table1_columns, write_markdown
 
     hdtf = {**summaries[0], "dataset": "hdtf"}
     rows1, _ = make_tables([hdtf], ["hdtf"], ["g4g"], ["g4g"])
     ci = {("hdtf", "g4g", "PSNR"): {"ci_low": 1.0, "ci_high": 2.0}}
-    write_markdown(rows1, TABLE1_COLUMNS, tmp_path / "hdtf.md", "t", ci)
+    write_markdown(rows1, table1_columns(), tmp_path / "hdtf.md", "t", ci)
     lines = (tmp_path / "hdtf.md").read_text().splitlines()
     assert "[1.0000, 2.0000]" in next(ln for ln in lines if "| hdtf | g4g | this run |" in ln)
     assert "[" not in next(ln for ln in lines if "| hdtf | g4g | paper |" in ln)

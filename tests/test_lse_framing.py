@@ -210,16 +210,16 @@ def test_real_clip_one_track_and_its_crops(face_a):
     tracked = TrackedLSE(net, hog, len(frames), audio, batch_size=16)
     for c0 in range(0, len(frames), 40):
         tracked.feed(list(frames[c0:c0 + 40]))
-    values, dist, notes = tracked.result(iter(frames))
+    t = tracked.result(iter(frames))
     crops = np.stack([crop(f, *p) for f, p in zip(frames, track.crop_params())])
     plain = ChunkedLSE(net, len(crops), audio[:125 * 640], 16)
     plain.feed(crops, 0)
     r = plain.result()
-    assert values["LSE-D"] == pytest.approx(r.lse_d, abs=1e-5) and values["LSE-C"] == pytest.approx(r.lse_c, abs=1e-5)
-    assert values["LSE tracks"] == 1 and notes == [] and np.isfinite(dist[:r.n_windows]).all()
+    assert t.lse_d == pytest.approx(r.lse_d, abs=1e-5) and t.lse_c == pytest.approx(r.lse_c, abs=1e-5)
+    assert t.n_tracks == 1 and t.notes == [] and np.isfinite(t.window_dists[:r.n_windows]).all()
 
     # a 60-frame clip: syncnet_python would find no track; our stated rule asks for more than 30
     short = TrackedLSE(net, hog, 60, audio[:60 * 640], 16)
     short.feed(list(frames[:60]))
-    values, _, notes = short.result(iter(frames[:60]))
-    assert values["LSE tracks"] == 1 and "shorter than syncnet_python's track minimum" in notes[0]
+    t = short.result(iter(frames[:60]))
+    assert t.n_tracks == 1 and "shorter than syncnet_python's track minimum" in t.notes[0]

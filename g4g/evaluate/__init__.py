@@ -1,8 +1,10 @@
 """Evaluation under one frozen protocol (docs/design/method.md Sec. 9) and the paper's tables
 (docs/design/pipeline.md Sec. 5).
 
-    protocol.py     EvalParams, the metric networks available (and why some are not), chunked LSE,
-                    re-cropping any method's video with the stored ground-truth crop transforms
+    protocol.py     re-cropping any method's video with the stored ground-truth crop transforms; LSE of a
+                    clip streamed chunk by chunk, on crops (ChunkedLSE) and framed as syncnet_python (TrackedLSE)
+    registry.py     every metric behind one accumulator interface (feed(chunk), summary()), the networks
+                    available (and why some are not), and the registry that owns the tables' metric columns
     own_syncnet.py  the project's sync expert as a labelled LSE surrogate ("LSE-C (own SyncNet)")
     score.py        one method over the test clips: per-frame Parquet, summary JSON, report strip
     tracking.py     one MLflow run per (dataset, method), linked to its training run

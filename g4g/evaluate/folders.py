@@ -31,7 +31,7 @@ import yaml
 
 from g4g.data.scan import VIDEO_EXTENSIONS, dataset_clips
 from g4g.evaluate.intervals import interval_rows, write_intervals, write_rows
-from g4g.evaluate.protocol import COLUMNS
+from g4g.evaluate.registry import metric_columns
 from g4g.evaluate.score import GROUND_TRUTH
 from g4g.params import PARAMS_PATH, ROOT, DatasetParams, load
 from g4g.rejects import read_rejects
@@ -95,14 +95,14 @@ def run_workflow(cache: Path, methods: list[str], cores: int) -> None:
 
 def clip_rows(ids: list[str], summaries: dict[str, dict], prep_rejects: dict[str, str]) -> list[dict]:
     """One row per (method, ground-truth clip): scored with its values, or not, with the reason."""
-    rows = []
+    rows, columns = [], metric_columns()
     for method, s in summaries.items():
         scored = {c["clip_id"]: c for c in s.get("clips", [])}
         unscored = {r["clip_id"]: r["reason"] for r in s.get("rejects", [])}
         for cid in ids:
             if cid in scored:
                 rows.append({"method": method, "clip_id": cid, "status": "scored", "reason": "",
-                             "n_frames": scored[cid]["n_frames"], **{c: scored[cid].get(c) for c in COLUMNS}})
+                             "n_frames": scored[cid]["n_frames"], **{c: scored[cid].get(c) for c in columns}})
             else:
                 reason = (f"ground truth not prepared: {prep_rejects[cid]}" if cid in prep_rejects else
                           unscored.get(cid, "not scored (no reason recorded)"))
@@ -142,7 +142,7 @@ def score_folders(gt: str | Path, methods: dict[str, str | Path], out: str | Pat
                  for m in [*methods, GROUND_TRUTH]}
     prep = {r["clip_id"]: f"{r['stage']}: {r['reason']}"
             for r in read_rejects([cache / "results" / DATASET / "rejects.parquet"]).to_pylist()}
-    metrics = [c for c in COLUMNS if any(c in s["metrics"] for s in summaries.values())]
+    metrics = [c for c in metric_columns() if any(c in s["metrics"] for s in summaries.values())]
     write_rows(clip_rows(ids, summaries, prep), ["method", "clip_id", "status", "reason", "n_frames", *metrics],
                out / "clips.csv")
     rows = method_rows(ids, summaries, {m: unpaired(d, ids) for m, d in methods.items()})

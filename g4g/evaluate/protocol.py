@@ -2,114 +2,33 @@
 
 Any method's video (ours, a baseline, an external method's own output) is read at 25 fps and re-cropped
 with the SAME stored crop transforms the ground-truth test crops were cut with, so every method is
-scored on identical 416 x 320 face regions:
-    PSNR, SSIM, MSE      per frame on the face crops ([0, 1] RGB; SSIM Gaussian window), and on the
-                         full frames as extra columns
-    LPIPS                AlexNet, per frame on the face crops
-    FID                  Inception activations of the face crops, pooled over all frames of a method
-    LSE-D / LSE-C        official SyncNet on the video framed as syncnet_python frames it: S3FD face
-                         tracks, its square crop (g4g.metrics.lse_framing), per-track scores averaged
-                         per clip; the published scale (Wav2Lip's scripts run this pipeline)
-    LSE (landmark crop)  official SyncNet on the stored 416 x 320 crops padded to a square
-    LSE (own SyncNet)    the project's sync expert on those crops, only where params allow the surrogate
-A metric whose weights are missing is skipped and its reason noted; it is never replaced silently.
-Frames are streamed in chunks; nothing holds a whole clip in memory.
+scored on identical 416 x 320 face regions. The metrics and their columns: g4g.evaluate.registry. Here:
+re-cropping a video (`open_video`) and the two LSE computations that stream a clip's frames, so that
+nothing holds a whole clip in memory:
+    ChunkedLSE   LSE of face crops fed chunk by chunk (the landmark crop, the own-SyncNet surrogate)
+    TrackedLSE   LSE framed as syncnet_python frames the video: S3FD face tracks, its square crop
+                 (g4g.metrics.lse_framing), per-track scores averaged per clip
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from g4g.evaluate.own_syncnet import OwnSyncNet
 from g4g.infer.testset import TestClip, stored_track
 from g4g.io.video import frame_times, probe, resample_index
-from g4g.metrics.fid import FIDInception
-from g4g.metrics.lpips_metric import LPIPSMetric
 from g4g.metrics.lse import lse_from_embeddings
 from g4g.metrics.lse_framing import (
     MIN_FACE_SIZE,
     MIN_TRACK,
-    HogFaceBoxes,
     ShotCuts,
     crop,
     face_tracks,
     min_track_for,
 )
-from g4g.metrics.s3fd import S3FD
-from g4g.metrics.syncnet import OfficialSyncNet
-from g4g.params import EvalParams, MelParams
 from g4g.rejects import ClipError
-from g4g.utils import resolve_device
-from g4g.weights import WeightsError
-
-log = logging.getLogger(__name__)
-
-# Table columns, in order; the own-SyncNet surrogate never shares a column with the official metric
-IMAGE = ("PSNR", "SSIM", "MSE")
-FULL = tuple(f"{m} (full frame)" for m in IMAGE)
-LSE_TRACKS = ("LSE-D", "LSE-C")  # syncnet_python's framing: the columns published numbers are on
-LSE_LANDMARK = ("LSE-D (landmark crop)", "LSE-C (landmark crop)")
-LSE_OWN = ("LSE-D (own SyncNet)", "LSE-C (own SyncNet)")
-COLUMNS = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", *LSE_TRACKS, *LSE_LANDMARK, *LSE_OWN, *FULL)
-
-
-
-
-@dataclass
-class Metrics:
-    """The metric networks available to this run, their weights labels and the reasons for gaps."""
-
-    lpips: object = None
-    fid: object = None
-    sync: object = None      # OfficialSyncNet
-    faces: object = None     # S3FD, or HogFaceBoxes (surrogate): boxes of syncnet_python's framing
-    own_sync: object = None  # OwnSyncNet (surrogate)
-    weights: dict = field(default_factory=dict)  # column group -> "file (sha256 ...)" / "surrogate: ..."
-    notes: list = field(default_factory=list)
-
-
-def build_metrics(p: EvalParams, syncnet: str | None = None, image: bool = True, mel=None) -> Metrics:
-    """Load what the weights on disk allow; `image=False` (ground truth vs itself) loads LSE only."""
-    device = resolve_device(p.device)
-    m = Metrics()
-
-    def attempt(key: str, column: str, build):
-        try:
-            obj = build()
-        except WeightsError as e:
-            m.notes.append(f"{column} empty: {str(e).splitlines()[0]}")
-            return
-        setattr(m, key, obj)
-        m.weights[column] = str(obj.info)
-
-    if image:
-
-        attempt("lpips", "LPIPS", lambda: LPIPSMetric(pretrained=True, device=device))
-        attempt("fid", "FID", lambda: FIDInception(pretrained=True, device=device))
-
-    attempt("sync", "LSE", lambda: OfficialSyncNet(pretrained=True, device=device))
-    if m.sync is not None:
-        try:
-            m.faces = S3FD(pretrained=True, device=device)
-        except WeightsError as e:
-            m.faces = HogFaceBoxes()
-            m.notes.append(f"LSE-D, LSE-C framed with {m.faces.info.label}: {str(e).splitlines()[0]}")
-        m.weights["LSE face boxes"] = str(m.faces.info)
-    if p.allow_surrogates:
-        if syncnet and os.path.exists(syncnet):
-
-
-            m.own_sync = OwnSyncNet(syncnet, device, mel or MelParams())
-            m.weights["LSE (own SyncNet)"] = str(m.own_sync.info)
-        else:
-            m.notes.append(f"LSE (own SyncNet) empty: sync expert {syncnet} not found")
-    else:
-        m.notes.append("LSE (own SyncNet) not computed: evaluate.allow_surrogates is false")
-    return m
 
 
 class ChunkedLSE:
@@ -159,6 +78,15 @@ class ChunkedLSE:
         return lse_from_embeddings(lip, torch.cat(aud), vshift, weights=str(self.model.info))
 
 
+class TrackedResult(NamedTuple):
+    lse_d: float               # the mean over the clip's tracks
+    lse_c: float
+    offset: int                # the longest track's
+    n_tracks: int
+    window_dists: np.ndarray   # (n,) each window's distance at its track's best offset, at its first frame
+    notes: list[str]
+
+
 class TrackedLSE:
     """LSE of one clip framed as syncnet_python frames it (g4g.metrics.lse_framing): face boxes of every
     frame as the frames stream past (`feed`), then shots and tracks, then a second pass over the frames
@@ -175,9 +103,9 @@ class TrackedLSE:
             self.detections.append(self.detector.detect(f))
             self.cuts.feed(f)
 
-    def result(self, frames, vshift: int = 15, chunk: int = 64) -> tuple[dict, np.ndarray, list[str]]:
-        """({LSE-D, LSE-C, offset, n tracks}, per-frame window distances, notes); ClipError without a track.
-        `frames`: a fresh iterator over the same n frames."""
+    def result(self, frames, vshift: int = 15, chunk: int = 64) -> TrackedResult:
+        """The clip's LSE over its tracks; ClipError without a track. `frames`: a fresh iterator over the same n
+        frames."""
         min_track = min_track_for(self.n)
         notes = [] if min_track == MIN_TRACK else [
             f"LSE-D: clip of {self.n} frames, shorter than syncnet_python's track minimum ({MIN_TRACK}): its tracks "
@@ -217,10 +145,8 @@ class TrackedLSE:
             seg = dist[t.frames[0]:t.frames[0] + r.n_windows]
             dist[t.frames[0]:t.frames[0] + r.n_windows] = np.where(np.isnan(seg), r.window_dists, seg)
         longest = max(range(len(tracks)), key=lambda i: len(tracks[i].frames))
-        summary = {LSE_TRACKS[0]: float(np.mean([r.lse_d for r in results])),
-                   LSE_TRACKS[1]: float(np.mean([r.lse_c for r in results])),
-                   f"{LSE_TRACKS[0]} offset": results[longest].offset, "LSE tracks": len(tracks)}
-        return summary, dist, notes
+        return TrackedResult(float(np.mean([r.lse_d for r in results])), float(np.mean([r.lse_c for r in results])),
+                             results[longest].offset, len(tracks), dist, notes)
 
 
 def open_video(path: str | os.PathLike, clip: TestClip) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -21,15 +21,22 @@ from pathlib import Path
 from g4g.evaluate import paper
 from g4g.evaluate.charts import CHART_METRICS, bar_chart, row_label, slug
 from g4g.evaluate.intervals import REFERENCE, interval_rows, lookup, write_intervals
-from g4g.evaluate.protocol import COLUMNS
+from g4g.evaluate.registry import metric_columns
 from g4g.evaluate.seeds import seeds_path, spread_rows, write_spread
 from g4g.params import split_replicate
 from g4g.utils import atomic_path, write_json, write_text
 
-TABLE1_COLUMNS = ("dataset", "method", "source", *COLUMNS, "n videos", "n frames", "weights used", "notes")
-TABLE2_COLUMNS = ("dataset", "method", "variant", *TABLE1_COLUMNS[2:])
 VARIANT_LABELS = {"g4g": "full", "g4g_wo_alignment": "w/o alignment", "g4g_wo_supervision": "w/o supervision",
                   "g4g_wo_fusion": "w/o fusion"}
+
+
+def table1_columns() -> tuple[str, ...]:
+    """Who was scored, every registered metric (g4g.evaluate.registry), how much was scored and how."""
+    return ("dataset", "method", "source", *metric_columns(), "n videos", "n frames", "weights used", "notes")
+
+
+def table2_columns() -> tuple[str, ...]:
+    return ("dataset", "method", "variant", *table1_columns()[2:])
 
 
 def measured_row(s: dict) -> dict:
@@ -55,7 +62,7 @@ def make_tables(summaries: list[dict], datasets: list[str], table1: list[str], t
 
 
 def _cell(row: dict, col: str, digits: int | None = None) -> str:
-    v = row["metrics"].get(col) if col in COLUMNS else row.get(col, "")
+    v = row["metrics"].get(col) if col in metric_columns() else row.get(col, "")
     if isinstance(v, float):
         if not math.isfinite(v):
             return "inf" if v > 0 else ""
@@ -92,7 +99,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
     for r in rows:
         cells = []
         for c in keep:
-            cell = _cell(r, c, 4 if c in COLUMNS else None)
+            cell = _cell(r, c, 4 if c in metric_columns() else None)
             if cell and r["source"] == "this run" and (b := ci.get((r["dataset"], r["method"], c))) is not None:
                 cell += _interval(b["ci_low"], b["ci_high"])
             cells.append(cell.replace("|", "/"))
@@ -117,7 +124,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
         body += ["", "LSE-D, LSE-C: syncnet_python's framing (S3FD face tracks, its square crop; the columns of the "
                  "published rows). LSE (landmark crop): the stored 416 x 320 face crops. docs/evaluation.md, "
                  "\"LSE: which framing\"."]
-    body += _spread_section(spread, [c for c in keep if c in COLUMNS])
+    body += _spread_section(spread, [c for c in keep if c in metric_columns()])
     write_text(path, "\n".join(body) + "\n")
 
 
@@ -172,11 +179,11 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
     loaded = [json.loads(Path(p).read_text()) for p in summary_paths]
     summaries = [s for s in loaded if split_replicate(s["method"])[1] is None]
     rows1, rows2 = make_tables(summaries, datasets, table1_methods, table2_methods)
-    ci = lookup(interval_rows([s for s in summaries if s["dataset"] in datasets], COLUMNS))
+    ci = lookup(interval_rows([s for s in summaries if s["dataset"] in datasets], metric_columns()))
     spread = spread_rows([s for s in loaded if s["dataset"] in datasets],
-                         {d: (table_seed or {}).get(d, 0) for d in datasets}, COLUMNS)
-    for rows, cols, path, title in ((rows1, TABLE1_COLUMNS, table1, "Table 1: comparison (reconstruction setting)"),
-                                    (rows2, TABLE2_COLUMNS, table2, "Table 2: ablation")):
+                         {d: (table_seed or {}).get(d, 0) for d in datasets}, metric_columns())
+    for rows, cols, path, title in ((rows1, table1_columns(), table1, "Table 1: comparison (reconstruction setting)"),
+                                    (rows2, table2_columns(), table2, "Table 2: ablation")):
         shown = {(r["dataset"], r["method"]) for r in rows if r["source"] == "this run"}
         shown_spread = [b for b in spread if (b["dataset"], b["method"]) in shown]
         write_csv(rows, cols, path)
@@ -208,7 +215,7 @@ def format_table(path: str | Path, source: str | None = None) -> str:
     if not rows:
         return f"{path}: no rows"
     ident = [c for c in ("dataset", "method", "variant", "source") if c in rows[0]]
-    metrics = [c for c in rows[0] if c in COLUMNS and any(r[c] for r in rows)]
+    metrics = [c for c in rows[0] if c in metric_columns() and any(r[c] for r in rows)]
 
     def fmt(v: str) -> str:
         try:

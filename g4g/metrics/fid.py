@@ -142,3 +142,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def fid_from_stats(a: ActivationStats, b: ActivationStats) -> float:
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
 
+
+class PooledFID:
+    """FID between two sets of frames fed batch by batch: a method's frames over all its videos, and their
+    ground truth. Each batch updates the pooled statistics at once, so no set is ever held whole."""
+
+    def __init__(self, net: FIDInception, batch_size: int = 32):
+        self.net, self.batch = net, batch_size
+        self.gen, self.gt = ActivationStats(net.dims), ActivationStats(net.dims)
+
+    def feed(self, gen: np.ndarray, gt: np.ndarray) -> None:
+        """uint8 (N, H, W, 3) RGB frames of each set."""
+        self.gen.update(self.net.activations(gen, self.batch))
+        self.gt.update(self.net.activations(gt, self.batch))
+
+    def summary(self) -> float | None:
+        """FID of all frames fed; None while a set has fewer than the 2 frames a covariance needs."""
+        return fid_from_stats(self.gen, self.gt) if min(self.gen.n, self.gt.n) >= 2 else None
+
