@@ -59,7 +59,7 @@ def guard(rejects: Rejects, clip_id: str, path: str, fn, *args, **kw):
         return fn(*args, **kw)
     except ClipError as e:
         rejects.add(clip_id, str(e), path, stage=e.stage)
-    except Exception as e:  # noqa: BLE001 - last resort: a bug on one clip must not sink the run
+    except Exception as e:  # last resort: a bug on one clip must not sink the run
         log.exception("unexpected failure on clip %s", clip_id)
         rejects.add(clip_id, f"unexpected {type(e).__name__}: {e}", path)
     return None

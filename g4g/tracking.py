@@ -156,7 +156,7 @@ class Tracker:
                         "\"$(tools/mlflow-server env)\" before snakemake)", self.uri)
         try:
             self.client = self._connect(MlflowClient)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._fail("connect", e)
 
     def _connect(self, client_class):
@@ -197,7 +197,7 @@ class Tracker:
                 self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
             self.run_id = run_id
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._fail("start", e)
         return self.run_id
 
@@ -232,7 +232,7 @@ class Tracker:
         try:
             for i in range(0, len(self._pending), 1000):
                 self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._fail("log_batch", e)
         self._pending = []
 
@@ -240,14 +240,14 @@ class Tracker:
         if self.active:
             try:
                 self.client.log_artifact(self.run_id, str(path), subdir)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._fail("log_artifact", e)
 
     def tag(self, key: str, value: str) -> None:
         if self.active:
             try:
                 self.client.set_tag(self.run_id, key, value)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._fail("set_tag", e)
 
     def end(self, status: str = "FINISHED") -> None:
@@ -255,7 +255,7 @@ class Tracker:
             self.flush()
             try:
                 self.client.set_terminated(self.run_id, status)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._fail("end", e)
 
 
@@ -301,7 +301,7 @@ def training_run_id(checkpoint: str | None, tracker) -> str | None:
             flt += f" and tags.variant = '{meta['variant']}'"
         runs = tracker.client.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
-    except Exception as e:  # noqa: BLE001 - the link is a convenience
+    except Exception as e:  # the link is a convenience
         log.warning("could not look up the training run of %s (%s)", checkpoint, e)
         return None
 

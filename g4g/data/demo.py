@@ -170,7 +170,7 @@ class Variant:
     @classmethod
     def sample(cls, seed: int) -> Variant:
         r = np.random.default_rng(seed)
-        u = lambda a, b: round(float(r.uniform(a, b)), 4)  # noqa: E731
+        u = lambda a, b: round(float(r.uniform(a, b)), 4)
         return cls(hue=u(-12, 12), saturation=u(0.75, 1.25), brightness=u(0.8, 1.15), contrast=u(0.85, 1.15),
                    face_frac=u(0.4, 0.5), flip=bool(r.random() < 0.5), roll=u(-5, 5), squash=u(0.9, 1.0),
                    shear=u(-0.05, 0.05), tint=tuple(int(c) for c in r.integers(0, 256, 3)),

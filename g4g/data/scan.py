@@ -171,7 +171,7 @@ def scan(ds: DatasetParams, seed: int) -> tuple[pa.Table, Rejects]:
         except ClipError as e:
             row.update(ok=False, reason=str(e))
             rejects.add(cid, str(e), path)
-        except Exception as e:  # noqa: BLE001 - one bad clip never aborts the scan
+        except Exception as e:  # one bad clip never aborts the scan
             row.update(ok=False, reason=f"unexpected {type(e).__name__}: {e}")
             rejects.add(cid, row["reason"], path)
         rows.append(row)

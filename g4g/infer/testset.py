@@ -88,7 +88,7 @@ def run_clips(clips: list[TestClip], render, out_dir: str | os.PathLike, index_o
             row["n_frames"] = int(render(clip, path))
         except ClipError as e:
             row.update(status="rejected", reason=str(e), video="")
-        except Exception as e:  # noqa: BLE001 - one bad clip must not sink the method's run
+        except Exception as e:  # one bad clip must not sink the method's run
             log.exception("unexpected failure on clip %s", clip.clip_id)
             row.update(status="rejected", reason=f"unexpected {type(e).__name__}: {e}", video="")
         if row["status"] != "ok":

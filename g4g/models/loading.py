@@ -28,7 +28,7 @@ def read_model_file(path: str | Path, keys: tuple[str, str], expected: str) -> d
         raise FileNotFoundError(f"{p}: no such file, expected {expected}")
     try:
         state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - unpickling raises anything at all on a file of another kind
+    except Exception as e:  # unpickling raises anything at all on a file of another kind
         raise ValueError(f"{p}: not a PyTorch model file ({type(e).__name__}); expected {expected}") from e
     if isinstance(state, dict) and all(k in state for k in keys):
         return state

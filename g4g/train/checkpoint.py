@@ -61,7 +61,7 @@ def load_latest(folder: str | Path, map_location="cpu") -> dict | None:
     for _step, path in reversed(list_checkpoints(folder)):
         try:
             state = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as e:  # noqa: BLE001 - a damaged file must not block resuming from an older one
+        except Exception as e:  # a damaged file must not block resuming from an older one
             log.warning("checkpoint %s is unreadable (%s); trying an older one", path, e)
             continue
         state["_path"] = str(path)

@@ -101,9 +101,9 @@ def masked_psnr(generator, clips: list[Clip], cfg, frames: int = 64, seed: int =
             b = device_batch(default_collate(samples[i:i + batch]), torch.device(device))
             with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
                 out = generator(b)
-            box = lambda x: x.float()[..., t_:b_, l_:r_]  # noqa: E731
+            box = lambda x: x.float()[..., t_:b_, l_:r_]
             ref, mean = b["I_r"][:, :3], mean_face[None].expand_as(b["I_t"])
-            paste = lambda x: composite(x, b["I_t"], out["G"])  # noqa: E731, B023  (as the model's I_comp)
+            paste = lambda x: composite(x, b["I_t"], out["G"])  # noqa: B023  (as the model's I_comp)
             gt = box(b["I_t"])
             preds = {"model": box(out["I_out"]), "generated": box(out["I_gen"]), "composite": box(out["I_comp"]),
                      "reference_paste": box(ref), "mean_face_paste": box(mean),
