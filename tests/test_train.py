@@ -6,6 +6,7 @@ band of the mel spectrogram), at the smallest scale (face 104 x 80) and a small 
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -376,6 +377,9 @@ def test_missing_vgg_weights_is_a_clear_error(synth, tmp_path, monkeypatch, caps
     assert "allow_no_perceptual" in str(e.value) and str(tmp_path / "empty") in str(e.value)
     assert perceptual_term(allow_missing=True) == (None, "off (no VGG weights)")
     params = json.dumps({"model": {"size": "demo"}, "train": {"allow_no_perceptual": False}})
+    root = logging.getLogger()  # main() configures logging (setup_logging): give it copies to change
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     rc = main(["train", "--dataset", "synth", "--clips", str(synth), "--params", params,
                "--out", str(tmp_path / "m" / "model.pt"), "--tracking.mlflow", "false"])
     assert rc == 2 and "vgg19-dcbb9e9d.pth" in capsys.readouterr().err
@@ -416,7 +420,7 @@ def test_generator_overfits_a_few_frames(synth):
     opt = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.999))
     w = LossWeights(lambda_v=0, lambda_con=0)
     m = b["M"]
-    masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))  # noqa: E731
+    masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))
     for _ in range(300):  # G no longer carries the target's jaw (the leak): more to learn than before
         out = G(b)
         loss = generator_losses(out, b["I_t"], w)["total"]
@@ -520,3 +524,66 @@ def test_buffered_rows_before_a_crash_are_written(tmp_path):
             run.log(step, {"L_r": torch.tensor(step / 10)}, {}, {"step_s": 0.1})
         raise RuntimeError("boom")
     assert (tmp_path / "losses.csv").read_text().splitlines()[1:] == ["1,0.1", "2,0.2", "3,0.3"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training skeleton both loops run (issue 28 item 4)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_skeleton_resumes_a_toy_loop_exactly(synth, tmp_path):
+    """g4g.train.skeleton.train with a toy loop of two stages whose batches come from the global RNG: a
+    run stopped mid-stage and resumed equals a straight one (weights, losses.csv), every stage ends in a
+    checkpoint of the loop's parts, and the final model records the run's meta after the loop's entries."""
+    from g4g.train import skeleton
+    from g4g.train.checkpoint import list_checkpoints, load_latest
+
+    class Toy(skeleton.Loop):
+        columns, title = ["step", "stage", "loss"], "toy"
+
+        def __init__(self, ranks, clips, clips_hash):
+            self.net = torch.nn.Linear(3, 1)
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
+            self.identity, self.tags, self.provenance = ("toy", clips_hash), {"model": "toy"}, {}
+            self.config, self.parts, self.extra = {"toy": {"lr": 0.1}}, {"net": self.net, "opt": self.opt}, {"kind": 1}
+            self.stages = [3, 2]
+
+        def distribute(self, channels_last):
+            assert not channels_last  # CPU
+
+        def batches(self, stage, done):
+            return ({"x": torch.randn(4, 3)} for _ in range(self.stages[stage] - done))  # drawn step by step
+
+        def step(self, batch, stage):
+            loss = self.net(batch["x"]).pow(2).mean()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            return {"loss": loss}, {"stage": stage}, len(batch["x"])
+
+        def report(self, run, step):
+            return {"step": step, **run.recent_means(["loss"])}, {"net": self.net.state_dict()}
+
+    settings = SyncParams(checkpoint_every=100, keep_checkpoints=5, log_every=1)
+
+    def run(folder, stop_at=None):
+        return skeleton.train(make=Toy, name="toy", settings=settings, min_frames=1, clips_parquet=str(synth),
+                              run_dir=str(tmp_path / folder), out=str(tmp_path / folder / "model.pt"), seed=3,
+                              tracking={"mlflow": False}, config={"dataset": "synth"}, tags={"dataset": "synth"},
+                              device="cpu", stop_at=stop_at)
+
+    straight = run("a")
+    assert run("b", stop_at=2) == {"step": 2} and not (tmp_path / "b" / "model.pt").exists()
+    assert run("b") == straight and straight["step"] == 5
+    assert (tmp_path / "a" / "losses.csv").read_bytes() == (tmp_path / "b" / "losses.csv").read_bytes()
+    model_a, model_b = (torch.load(tmp_path / f / "model.pt", weights_only=False) for f in "ab")
+    assert list(model_a) == ["net", "meta", "metrics"] and model_a["metrics"] == straight
+    for k, v in model_a["net"].items():
+        assert torch.equal(v, model_b["net"][k]), k
+    meta = model_b["meta"]
+    assert list(meta) == ["data_hash", "fingerprint", "model", "dataset"] and meta["model"] == "toy"
+    (folder,) = (tmp_path / "b" / "checkpoints").iterdir()
+    assert folder.name == meta["fingerprint"]
+    assert [s for s, _ in list_checkpoints(folder)] == [2, 3, 5]  # the stop, then each stage's end
+    state = load_latest(folder)
+    assert {"net", "opt", "kind", "sampler", "step", "rng"} <= state.keys() and state["sampler"]["next_step"] == 5

@@ -27,11 +27,12 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from g4g.params import RUNTIME_KEYS
-from g4g.tracking import LossLog, Tracker
+from g4g.tracking import LossLog, Tracker, read_losses
 from g4g.train import checkpoint as ck
 from g4g.train.distributed import Dist
 from g4g.utils import atomic_path, write_text
@@ -145,7 +146,7 @@ class TrainingRun:
 
     def end_step(self, step: int, every: int, total: int, stop: bool, pre: ck.Preemption, state,
                  force: bool = False) -> bool:
-        """The end of a training step, shared by both loops: checkpoint (`state()`) every `every` steps,
+        """The end of a training step (g4g.train.skeleton.train): checkpoint (`state()`) every `every` steps,
         at step `total`, when `force`d and when stopping. Returns True when the loop must return now
         (stopped before `total`); after a preemption request, raises ck.Preempted once saved."""
         if step % every == 0 or step == total or stop or force:
@@ -167,6 +168,17 @@ class TrainingRun:
             shutil.copyfile(src, tmp)
 
     # -- end ----------------------------------------------------------------------------------------------
+
+    def recent_means(self, columns) -> dict[str, float]:
+        """Each loss column's mean over the last `log_every` steps of losses.csv, its empty cells skipped
+        (a column without values is left out): the end-of-training figures of the loss terms."""
+        logged = read_losses(self.dir / "losses.csv")
+        means = {}
+        for k in columns:
+            values = [v for v in logged.get(k, [])[-max(1, self.log_every):] if v == v]
+            if values:
+                means[k] = float(np.mean(values))
+        return means
 
     def artifact(self, path: str | Path, subdir: str | None = None) -> None:
         if self.dist.main and self.tracker is not None:
