@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # rules call the `g4g` command line and dvc calls `snakemake`: both come from the venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test lint bench gpu-check clean-results venv
+.PHONY: demo test test-fast lint bench gpu-check clean-results venv
 
 venv: $(VENV)/.installed
 
@@ -32,8 +32,11 @@ demo: venv
 	@$(BIN)/g4g fingerprints
 	@echo "report: $(abspath results/report.html)"
 
-test: venv
+test: venv   # the whole suite, end-to-end tests included (README, "Contributing")
 	$(BIN)/python -m pytest -ra tests
+
+test-fast: venv   # everything but the `slow` end-to-end tests: the loop after each change
+	$(BIN)/python -m pytest -ra -m "not slow" tests
 
 lint: venv   # ruff (config in pyproject.toml) and Snakemake's own linter
 	$(BIN)/ruff check g4g tests tools

@@ -1,10 +1,16 @@
-"""Shared fixtures: real sample clips (skipped when ../shared/data/real is absent) and media makers."""
+"""Shared fixtures: real sample clips (skipped when ../shared/data/real is absent), media makers, and the
+guard that keeps tests independent of their order (global state)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import random
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +19,172 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Order independence: what one test changes in the process must not reach the next
+# ----------------------------------------------------------------------------------------------------
+
+
+def global_state() -> dict:
+    """The process-wide settings a test can change and a later test's result can depend on: torch's thread
+    count decides float summation order (a 300-step overfit once ended at 0.41x at 2 threads, 0.83x at 1),
+    backend flags pick kernels, the environment and umask reach every subprocess, the root logger's handlers
+    decide where a later test's log lines go."""
+    import torch
+
+    from g4g.utils import umask
+
+    root = logging.getLogger()
+    return {
+        "torch threads": torch.get_num_threads(),
+        "torch default dtype": torch.get_default_dtype(),
+        "torch grad enabled": torch.is_grad_enabled(),
+        "torch deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "torch float32 matmul precision": torch.get_float32_matmul_precision(),
+        "cudnn benchmark": torch.backends.cudnn.benchmark,
+        "cudnn deterministic": torch.backends.cudnn.deterministic,
+        "cudnn allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda matmul allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "environment": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},  # pytest's own
+        "umask": umask(),
+        "working directory": os.getcwd(),
+        "root logger": (root.level, tuple(h for h in root.handlers  # but pytest's own capture handlers
+                                          if not type(h).__module__.startswith("_pytest"))),
+    }
+
+
+def restore_global_state(state: dict) -> None:
+    import torch
+
+    torch.set_num_threads(state["torch threads"])
+    torch.set_default_dtype(state["torch default dtype"])
+    torch.set_grad_enabled(state["torch grad enabled"])
+    torch.use_deterministic_algorithms(state["torch deterministic algorithms"])
+    torch.set_float32_matmul_precision(state["torch float32 matmul precision"])
+    torch.backends.cudnn.benchmark = state["cudnn benchmark"]
+    torch.backends.cudnn.deterministic = state["cudnn deterministic"]
+    torch.backends.cudnn.allow_tf32 = state["cudnn allow_tf32"]
+    torch.backends.cuda.matmul.allow_tf32 = state["cuda matmul allow_tf32"]
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    os.environ.clear()
+    os.environ.update(state["environment"])
+    if current is not None:
+        os.environ["PYTEST_CURRENT_TEST"] = current
+    os.umask(state["umask"])
+    os.chdir(state["working directory"])
+    root = logging.getLogger()
+    root.setLevel(state["root logger"][0])
+    ours = [h for h in root.handlers if type(h).__module__.startswith("_pytest")]
+    root.handlers[:] = [*state["root logger"][1], *ours]
+
+
+def state_changes(before: dict, after: dict) -> list[str]:
+    """What differs, one phrase per setting (environment variables by name)."""
+    out = []
+    for key, old in before.items():
+        new = after[key]
+        if key == "environment":
+            names = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if names:
+                out.append(f"environment variables {', '.join(names)}")
+        elif new != old:
+            out.append(f"{key} {old!r} -> {new!r}")
+    return out
+
+
+_SESSION_STATE: dict = {}
+
+
+def pytest_collection_finish(session):
+    """The reference state, taken once every test module is imported: imports may change the environment,
+    which is their doing, not a test's. These do it on first import, which may come inside a test: OpenCV
+    sets LD_LIBRARY_PATH, joblib (through librosa) KMP_INIT_AT_FORK, torch._dynamo (imported by the metrics'
+    libraries) TORCHINDUCTOR_CACHE_DIR."""
+    import cv2  # noqa: F401
+    import joblib  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+    _SESSION_STATE.update(global_state())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_starts_clean(request):
+    """Each module starts from the session's global state: a change a module-scoped fixture or an earlier
+    module left behind fails here, loudly, instead of silently changing this module's results."""
+    changed = state_changes(_SESSION_STATE, global_state())
+    if changed:
+        restore_global_state(_SESSION_STATE)
+        pytest.fail(f"{request.module.__name__} starts with global state changed by an earlier module: "
+                    f"{'; '.join(changed)}", pytrace=False)
+    yield
+    changed = state_changes(_SESSION_STATE, global_state())
+    restore_global_state(_SESSION_STATE)
+    if changed:
+        pytest.fail(f"{request.module.__name__} (a module-scoped fixture) left global state changed: "
+                    f"{'; '.join(changed)}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _test_keeps_global_state(request):
+    """Every test starts from the same random state (its result never depends on which tests ran before)
+    and must leave the process's global state as it found it: a test that does not fails (naming what it
+    changed), and the state is put back so the failure stays its own."""
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    before = global_state()
+    yield
+    changed = state_changes(before, global_state())
+    if changed:
+        restore_global_state(before)
+        pytest.fail(f"{request.node.nodeid} left global state changed: {'; '.join(changed)} (use the "
+                    f"`torch_threads` fixture, monkeypatch or a try/finally)", pytrace=False)
+
+
+@pytest.fixture
+def torch_threads():
+    """torch_threads(n): run the rest of the test with n intra-op threads, restored afterwards. Tests whose
+    result depends on float summation order set the count themselves rather than inherit the machine's."""
+    import torch
+
+    old = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One intra-op thread for a whole module of tiny tensors: OpenMP contention on a busy 2-core machine
+    costs them up to 10x."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real clips
+# ----------------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the real clips (the `real_dir` fixture, directly or through another fixture) is
+    marked `real`, so `-m real` / `-m "not real"` select exactly those."""
+    for item in items:
+        if "real_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)
+
+
+def needs_real(test):
+    """For a test that reads the real clips by path rather than through `real_dir`: marked `real`, skipped
+    with the reason where they are absent."""
+    return pytest.mark.real(pytest.mark.skipif(not REAL.is_dir(), reason=f"real sample clips not available: "
+                                                                         f"{REAL} is absent")(test))
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +250,115 @@ def dvc_stages(params: dict) -> list[tuple[str, dict, str | dict | None]]:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The demo DAG at its smallest, run once per session and read by every end-to-end test that can
+# ----------------------------------------------------------------------------------------------------
+
+# the venv's commands (snakemake, dvc, g4g) first; no proxy (every remote in the tests is local); a git
+# identity for the test repositories
+TOOL_ENV = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The project's workflow run in `workdir` (its params.yaml, its results/)."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                           *args], capture_output=True, text=True, env={**TOOL_ENV, **(env or {})}, cwd=workdir,
+                          timeout=timeout)
+
+
+def run_tool(wd: Path, *cmd: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A command line (dvc, git, tools/...) in `wd`; with `check`, a failure shows its output."""
+    r = subprocess.run(cmd, cwd=wd, env=TOOL_ENV, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"{' '.join(cmd)}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+    return r
+
+
+def tiny_pipeline(wd: Path) -> Path:
+    """params.yaml of the demo DAG at its smallest in `wd`: 4 clips of ~1.4 s (one for test), a few training
+    steps, one variant, no MLflow."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    demo = params["datasets"]["demo"]
+    demo.update(n_clips=4, min_seconds=1.2, max_seconds=1.6, shard_size=2, split={"protocol": "count", "n_test": 1})
+    demo["overrides"]["train"].update(stages=[{"mode": "frame", "scale": 64, "steps": 3, "batch": 2, "gan": False},
+                                              {"mode": "clip", "scale": 64, "steps": 2, "batch": 1}],
+                                      checkpoint_every=2, sample_every=0, log_every=1, eval_frames=4)
+    demo["overrides"]["sync"].update(steps=4, batch=4, checkpoint_every=2, log_every=1, eval_windows=4,
+                                     bn_recalibrate=2)
+    params.update(variants=["full"], tracking={"mlflow": False})
+    (wd / "params.yaml").write_text(yaml.safe_dump(params))
+    return wd
+
+
+def dvc_outputs(dataset: str, variants: list[str]) -> list[str]:
+    """Every path dvc.yaml declares as an out, metric or plot, for one dataset and the given variants."""
+    params = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "dataset": dataset, "variants": variants}
+    return [dvc_path(next(iter(entry)) if isinstance(entry, dict) else entry, params, item)
+            for _, body, item in dvc_stages(params) for kind in ("outs", "metrics", "plots")
+            for entry in body.get(kind, [])]
+
+
+def differing_outputs(a: Path, b: Path, outputs: list[str]) -> tuple[list[str], int]:
+    """(the files among `outputs` that differ or exist on one side only, the number of files compared)."""
+    differ, compared = [], 0
+    for out in outputs:
+        if not ((a / out).exists() and (b / out).exists()):
+            differ.append(f"{out} (missing)")
+            continue
+        files = sorted(p.relative_to(a / out) for p in (a / out).rglob("*") if p.is_file()) \
+            if (a / out).is_dir() else [Path()]
+        if (a / out).is_dir() and files != sorted(p.relative_to(b / out) for p in (b / out).rglob("*")
+                                                  if p.is_file()):
+            differ.append(f"{out} (other files)")
+            continue
+        for f in files:
+            compared += 1
+            if (a / out / f).read_bytes() != (b / out / f).read_bytes():
+                differ.append(str(Path(out) / f))
+    return differ, compared
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run folder that a test may change: file times (what Snakemake compares) and
+    Snakemake's own records kept."""
+    return Path(shutil.copytree(src, dst, symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_dag(tmp_path_factory) -> Path:
+    """The whole demo DAG (raw clips to tables, contact sheet, fingerprints) at the tiny_pipeline scale, run
+    once with plain Snakemake. The workflow, reproduction and SLURM tests read it; none writes into it
+    (copy_run first)."""
+    wd = tiny_pipeline(tmp_path_factory.mktemp("tiny_dag"))
+    r = snakemake(wd, "--cores", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return wd
+
+
+def git_project(dst: Path) -> Path:
+    """The repository's tracked files in `dst` at the tiny_pipeline scale, committed to a git repository of
+    their own."""
+    dst.mkdir(parents=True, exist_ok=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    tiny_pipeline(dst)
+    run_tool(dst, "git", "init", "-q")
+    run_tool(dst, "git", "add", "-A")
+    run_tool(dst, "git", "commit", "-qm", "project")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_dvc_project(tmp_path_factory) -> Path:
+    """git_project reproduced by `dvc repro`: the DAG of tiny_dag run the other way users run it, in another
+    folder. The DVC remote tests push from it; nothing changes its outputs."""
+    dst = git_project(tmp_path_factory.mktemp("tiny_dvc"))
+    run_tool(dst, "dvc", "repro", timeout=900)
+    return dst

@@ -1,7 +1,7 @@
 """A shared DVC remote (issue 10 item 2): tools/dvc-remote sets it up, `dvc push` from one clone and `dvc pull`
 into another give a workspace where `dvc status` is clean, `dvc repro` does nothing and the tables are the
 same bytes; a damaged object in the remote is refused on pull; a push killed half-way is completed by the
-next one. The project is the smallest demo (tests/test_workflow.tiny_pipeline) in a git repository of its
+next one. The project is the smallest demo (tests/conftest.py, tiny_dvc_project) in a git repository of its
 own, with a directory remote, as on a cluster's shared file system."""
 
 from __future__ import annotations
@@ -11,48 +11,22 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, tiny_pipeline
+from conftest import TOOL_ENV, git_project
+from conftest import run_tool as run
 
 pytestmark = pytest.mark.slow
-ENV = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},  # every remote is local
-       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 TABLES = ("results/table1.csv", "results/table2.csv")
 
 
-def run(wd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=wd, env=ENV, capture_output=True, text=True, timeout=1200)
-    if check:
-        assert r.returncode == 0, f"{' '.join(cmd)}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
-    return r
-
-
-def project(dst: Path) -> Path:
-    """The repository's tracked files in `dst`, at the tiny demo scale, committed to a git repository."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout.split("\0")
-    for f in filter(None, files):
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    tiny_pipeline(dst)
-    run(dst, "git", "init", "-q")
-    run(dst, "git", "add", "-A")
-    run(dst, "git", "commit", "-qm", "project")
-    return dst
-
-
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory) -> dict:
-    """Clone A: the tiny demo reproduced, a shared remote set up by tools/dvc-remote, pushed."""
-    base = tmp_path_factory.mktemp("remote")
-    a = project(base / "a")
-    run(a, "dvc", "repro")
+def pushed(tiny_dvc_project, tmp_path_factory) -> dict:
+    """Clone A: the tiny demo reproduced (the shared tiny_dvc_project), a shared remote set up by
+    tools/dvc-remote, pushed. Clones B, C, ... go beside the remote."""
+    a, base = tiny_dvc_project, tmp_path_factory.mktemp("remote")
     remote = base / "shared" / "g4g-dvc"
     run(a, "tools/dvc-remote", str(remote))
     run(a, "git", "add", "-A")
@@ -98,22 +72,23 @@ def test_a_damaged_object_in_the_remote_is_refused(pushed):
 
 
 def test_a_killed_push_is_completed_by_the_next(pushed):
-    a, remote = pushed["a"], pushed["base"] / "second"
+    a, remote = pushed["base"] / "k", pushed["base"] / "second"  # a clone: the shared project stays as it is
+    run(pushed["base"], "git", "clone", "-q", str(pushed["a"]), str(a))
     big = a / "big.bin"  # enough bytes that the push is still running when it is killed
     big.write_bytes(os.urandom(200 * 2 ** 20))
     run(a, "dvc", "add", "big.bin")
     run(a, "dvc", "remote", "add", "--local", "second", str(remote))
-    p = subprocess.Popen(["dvc", "push", "-r", "second", "--jobs", "1"], cwd=a, env=ENV,
+    p = subprocess.Popen(["dvc", "push", "-r", "second", "--jobs", "1", "big.bin"], cwd=a, env=TOOL_ENV,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (remote.exists() and any(f.is_file() for f in remote.rglob("*"))):
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     assert p.wait() == -signal.SIGKILL  # killed, not finished
-    status = run(a, "dvc", "status", "-c", "-r", "second", check=False).stdout
+    status = run(a, "dvc", "status", "-c", "-r", "second", "big.bin", check=False).stdout
     assert "not in sync" in status.lower() or "new:" in status
-    run(a, "dvc", "push", "-r", "second")
-    status = run(a, "dvc", "status", "-c", "-r", "second").stdout
+    run(a, "dvc", "push", "-r", "second", "big.bin")
+    status = run(a, "dvc", "status", "-c", "-r", "second", "big.bin").stdout
     assert "in sync" in status.lower(), status
     d = pushed["base"] / "d"  # what the completed remote holds is whole: a verified pull from it
     run(pushed["base"], "git", "clone", "-q", str(a), str(d))
@@ -125,7 +100,7 @@ def test_a_killed_push_is_completed_by_the_next(pushed):
 
 
 def test_remote_settings_it_cannot_use_are_named(tmp_path):
-    a = project(tmp_path / "a")
+    a = git_project(tmp_path / "a")
     r = run(a, "tools/dvc-remote", "s3://bucket/g4g", check=False)
     assert r.returncode == 1 and "remote 'shared' (s3://bucket/g4g) needs the dvc-s3 package" in r.stderr
     r = run(a, "tools/dvc-remote", "/proc/g4g-dvc", "lab", check=False)
@@ -141,7 +116,7 @@ def test_a_remote_that_is_gone_unreachable_or_read_only_is_named(tmp_path):
     (immutable: root passes permission bits), no remote at all."""
     import socket
 
-    a = project(tmp_path / "a")
+    a = git_project(tmp_path / "a")
     (a / "data.bin").write_bytes(os.urandom(4096))
     run(a, "dvc", "add", "data.bin")
     gone = tmp_path / "unmounted" / "g4g-dvc"
@@ -162,7 +137,7 @@ def test_a_remote_that_is_gone_unreachable_or_read_only_is_named(tmp_path):
         assert r.returncode == 1 and f"remote 'lab' ({url}; {setting}) is unreachable: no connection to " \
             f"127.0.0.1:{port} within 5 s" in r.stderr, r.stderr
     proxied = subprocess.run(["tools/dvc-remote", "--check", "lab"], cwd=a, capture_output=True, text=True,
-                             env={**ENV, "HTTPS_PROXY": "http://proxy.invalid:3128"})
+                             env={**TOOL_ENV, "HTTPS_PROXY": "http://proxy.invalid:3128"})
     assert proxied.returncode == 0 and "not checked, connections go through a proxy" in proxied.stderr
     run(a, "dvc", "remote", "add", "ssh", "ssh://me@127.0.0.1/g4g-dvc")  # the port comes from the setting
     run(a, "dvc", "remote", "modify", "ssh", "port", str(port))
@@ -215,7 +190,7 @@ def test_a_video_added_to_a_dataset_makes_prepare_run_again(pushed):
     params["datasets"]["tiny"] = {"root": "resources/datasets/tiny", "split": {"protocol": "count", "n_test": 1}}
     (e / "params.yaml").write_text(yaml.safe_dump(params))
     run(e, "dvc", "repro", "prepare")
-    ids = lambda: sorted(pq.read_table(e / "results/tiny/manifest.parquet").column("clip_id").to_pylist())  # noqa: E731
+    ids = lambda: sorted(pq.read_table(e / "results/tiny/manifest.parquet").column("clip_id").to_pylist())
     assert ids() == ["demo_000", "demo_001"]
     assert "up to date" in run(e, "dvc", "status", "prepare").stdout
 

@@ -214,15 +214,14 @@ def test_chunk_reader_serves_any_order_like_a_full_decode(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def test_lipsync_real_clip_pingpong_gives_playable_mp4_of_audio_length(real_dir, tiny_checkpoint, tmp_path):
-    import torch
-
+def test_lipsync_real_clip_pingpong_gives_playable_mp4_of_audio_length(real_dir, tiny_checkpoint, tmp_path,
+                                                                      torch_threads):
     from g4g.infer.lipsync import lipsync
     from g4g.io.audio import load_audio
     from g4g.io.video import decode_all, probe
     from g4g.params import InferParams
 
-    torch.set_num_threads(1)
+    torch_threads(1)
     out = tmp_path / "out.mp4"
     stats = lipsync(real_dir / "face_a.mp4", real_dir / "speech_16k.wav", tiny_checkpoint, out,
                     InferParams(batch_size=16, chunk_frames=32), progress=False)

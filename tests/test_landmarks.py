@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import REAL, needs_real
 
 from g4g.data.landmarks import LandmarkParams, get_backend, track_landmarks
 from g4g.io.video import decode_all, frame_times, iter_frames, probe, resample_index, write_video
 from g4g.rejects import ClipError
 from g4g.weights import WeightsError
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-_skip = pytest.mark.skipif(not (REAL / "face_a.mp4").exists(),
-                           reason=f"real talking-head clips not available at {REAL}")
-
-
-def needs_real(f):
-    return pytest.mark.real(_skip(f))
 
 
 def _index(path) -> np.ndarray:
@@ -164,36 +154,6 @@ def test_fan_without_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("G4G_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsError, match="2DFAN4"):
         get_backend(LandmarkParams(backend="fan"))
-
-
-def _timed(path, idx) -> tuple[float, float]:
-    t = time.perf_counter()
-    n = sum(1 for _ in iter_frames(path, idx, fmt="gray"))
-    dec = (time.perf_counter() - t) / n
-    t = time.perf_counter()
-    track_landmarks(path, idx)
-    return (time.perf_counter() - t) / len(idx), dec
-
-
-@needs_real
-def test_speed_report(tmp_path):
-    get_backend(LandmarkParams())  # model load is not per-frame cost
-    path = REAL / "face_a.mp4"
-    tot, dec = _timed(path, _index(path))
-    print(f"\nface_a 844x844: track_landmarks {tot * 1e3:.1f} ms/frame (gray decode alone {dec * 1e3:.1f})")
-    hd = tmp_path / "hd.mp4"
-    face = _face_frames(50, 1080)
-
-    def padded():
-        for f in face:
-            canvas = np.zeros((1080, 1920, 3), np.uint8)
-            canvas[:, 420:1500] = f
-            yield canvas
-
-    write_video(hd, padded(), fps=25, preset="ultrafast")
-    tot, dec = _timed(hd, _index(hd))
-    print(f"1920x1080: track_landmarks {tot * 1e3:.1f} ms/frame (gray decode alone {dec * 1e3:.1f}, "
-          f"landmarks {max(tot - dec, 0) * 1e3:.1f})")
 
 
 def test_fan_glue_with_random_weights(tmp_path):

@@ -27,14 +27,7 @@ from g4g.models import (
 )
 from g4g.weights import WeightsError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny tensors: see conftest.py
 
 
 @pytest.fixture(scope="module")

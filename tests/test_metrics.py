@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REAL, needs_real
 
 from g4g.metrics import WeightsInfo
 from g4g.metrics.fid import ActivationStats, FIDInception, fid_from_stats, frechet_distance
@@ -17,7 +17,6 @@ from g4g.metrics.lse import SyncEmbedder, lse, lse_from_embeddings
 from g4g.metrics.syncnet import OfficialSyncNet, SyncNetV2, mel_filterbank, mfcc, to_syncnet_frames
 from g4g.weights import WeightsError
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1)
 
 
@@ -49,7 +48,7 @@ def test_image_metrics_match_skimage_random(shape):
     assert np.all(np.isinf(same["psnr"])) and np.allclose(same["ssim"], 1) and np.all(same["mse"] == 0)
 
 
-@pytest.mark.skipif(not (REAL / "face_a.mp4").exists(), reason=f"real test videos absent ({REAL})")
+@needs_real
 def test_image_metrics_match_skimage_real_frames():
     import av
     import cv2
@@ -179,7 +178,7 @@ def mfcc_loop_reference(sig: np.ndarray, sr: int = 16000) -> np.ndarray:
     from scipy.fft import dct
     x = np.asarray(sig, float)
     x = np.concatenate([[x[0]], x[1:] - 0.97 * x[:-1]])
-    mel = lambda f: 2595 * math.log10(1 + f / 700)  # noqa: E731
+    mel = lambda f: 2595 * math.log10(1 + f / 700)
     edges = [math.floor(513 * 700 * (10 ** (m / 2595) - 1) / sr) for m in np.linspace(0, mel(sr / 2), 28)]
     fb = np.zeros((26, 257))
     for j in range(26):
@@ -384,7 +383,11 @@ def test_missing_weights_name_the_file(build, filename, tmp_path, monkeypatch):
 def test_true_fp32_turns_tf32_off_inside_only():
     from g4g.utils import true_fp32
 
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    with true_fp32():
-        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with true_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

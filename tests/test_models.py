@@ -40,13 +40,7 @@ from g4g.models.composite import fill_convex_hull, sketch_segments
 SCALES = (64, 128, 256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy 2-core machine (10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tiny tensors: see conftest.py
 
 
 def fake_landmarks(size: tuple[int, int], batch: int = 1, jitter: float = 0.0) -> torch.Tensor:
