@@ -19,6 +19,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real"
+# `make test` runs the suite in two pytest-xdist workers on a 2-core machine. Two processes whose OpenMP threads
+# spin while they wait for work take the cores from each other (a torch job beside another ran 10-30x slower):
+# waiting threads sleep instead, here and in every subprocess. Set before torch is imported (libgomp reads it
+# once); it changes no result, only how idle threads wait.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,12 +179,21 @@ def one_thread_module():
 # ----------------------------------------------------------------------------------------------------
 
 
+# pytest-xdist (`make test`: -n 2 --dist loadfile) hands its workers one module at a time, so module-scoped
+# fixtures are built once (the SLURM tests share one local SLURM), in collection order: the two longest
+# modules go first, one to each worker, the SLURM tests (mostly waiting on the scheduler) and the DVC remote
+# tests. (--dist loadgroup, finer, needs pytest-xdist to rename test ids, which pytest 9 no longer allows.)
+FIRST = ("test_slurm.py", "test_dvc_remote.py")
+
+
 def pytest_collection_modifyitems(config, items):
     """A test that uses the real clips (the `real_dir` fixture, directly or through another fixture) is
-    marked `real`, so `-m real` / `-m "not real"` select exactly those."""
+    marked `real`, so `-m real` / `-m "not real"` select exactly those. The modules named in FIRST move to the
+    front (a stable sort: the rest keep their order)."""
     for item in items:
         if "real_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real)
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 
 
 def needs_real(test):
@@ -328,15 +344,42 @@ def copy_run(src: Path, dst: Path) -> Path:
     return Path(shutil.copytree(src, dst, symlinks=True))
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name` made by `build(folder)` once per test session, also when pytest-xdist runs the suite
+    in several workers: the first worker to ask builds it under a file lock, the others wait and read it. A
+    build that failed is not tried again: the others fail with its message."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    base = base.parent if WORKER else base  # xdist: each worker's basetemp is in the session's
+    folder, done, failed = base / name, base / f"{name}.done", base / f"{name}.failed"
+    with FileLock(base / f"{name}.lock"):
+        if failed.exists():
+            pytest.fail(f"{name}, built by another worker, failed:\n{failed.read_text()}", pytrace=False)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as e:
+                failed.write_text(str(e))
+                raise
+            done.touch()
+    return folder
+
+
+def _run_tiny_dag(wd: Path) -> None:
+    tiny_pipeline(wd)
+    r = snakemake(wd, "--cores", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def tiny_dag(tmp_path_factory) -> Path:
     """The whole demo DAG (raw clips to tables, contact sheet, fingerprints) at the tiny_pipeline scale, run
     once with plain Snakemake. The workflow, reproduction and SLURM tests read it; none writes into it
     (copy_run first)."""
-    wd = tiny_pipeline(tmp_path_factory.mktemp("tiny_dag"))
-    r = snakemake(wd, "--cores", "2")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return wd
+    return built_once(tmp_path_factory, "tiny_dag", _run_tiny_dag)
 
 
 def git_project(dst: Path) -> Path:
@@ -359,6 +402,8 @@ def git_project(dst: Path) -> Path:
 def tiny_dvc_project(tmp_path_factory) -> Path:
     """git_project reproduced by `dvc repro`: the DAG of tiny_dag run the other way users run it, in another
     folder. The DVC remote tests push from it; nothing changes its outputs."""
-    dst = git_project(tmp_path_factory.mktemp("tiny_dvc"))
-    run_tool(dst, "dvc", "repro", timeout=900)
-    return dst
+    def build(dst: Path) -> None:
+        git_project(dst)
+        run_tool(dst, "dvc", "repro", timeout=900)
+
+    return built_once(tmp_path_factory, "tiny_dvc", build)

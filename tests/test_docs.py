@@ -11,8 +11,9 @@ kind goes through something that rejects a misspelt option or a wrong value, wit
   values are applied to a copy of params.yaml by DVC's own code and the result validated as g4g reads it;
 - `mlflow`: click's parser (each command's context is made, never invoked);
 - `make`: `make -n`;
-- `tools/*` scripts: the usage lines at the top of the script, every literal word of which the script's
-  code must test for; a script that hands its arguments to `dvc push`/`pull` has them checked as those;
+- `tools/*` scripts: a Python one as `python tools/x.py`; the others (shell) against the usage lines at the top
+  of the script, every literal word of which the script's code must test for; a script that hands its
+  arguments to `dvc push`/`pull` has them checked as those;
 - `git`: the command with `--dry-run`, in a scratch repository where the project files it names are staged;
 - `eval "$(cmd)"`: the inner command.
 
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout, suppress
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from unittest import mock
 
@@ -135,7 +137,8 @@ def check_python(args: list[str], project: Path) -> None:
     if args[0] == "-m":
         module, argv = importlib.import_module(args[1]), args[2:]
     else:
-        spec = importlib.util.spec_from_file_location(Path(args[0]).stem, ROOT / args[0])
+        path = str(ROOT / args[0])  # tools/ scripts have no .py: name the loader
+        spec = importlib.util.spec_from_loader(Path(path).stem, SourceFileLoader(Path(path).stem, path))
         module, argv = importlib.util.module_from_spec(spec), args[1:]
         spec.loader.exec_module(module)
     real_parse_args, called = argparse.ArgumentParser.parse_args, []
@@ -261,6 +264,8 @@ def check_tool(words: list[str], tools: Path = ROOT / "tools") -> None:
     script = tools / Path(words[0]).name
     assert script.is_file(), f"no script {script}"
     text = script.read_text()
+    if text.startswith("#!/usr/bin/env python"):  # an argparse script: its own parser judges the line
+        return check_python([str(script.relative_to(ROOT)), *words[1:]], ROOT)
     usages = re.findall(rf"^# {{3}}{re.escape(words[0])}(.*?)(?: {{2,}}|$)", text, re.M)
     assert usages, f"{script} shows no usage lines at its top"
     code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
@@ -363,7 +368,7 @@ PLANTED = [  # a documented command, a word of it, that word misspelt (or a wron
     ("g4g lipsync --video talk.mp4 --audio speech.wav --checkpoint results/models/demo/full/model.pt --out out.mp4",
      "--checkpoint", "--checkpiont"),
     ("python -m g4g.bench.prep --long", "--long", "--lnog"),
-    ("python tools/dvc_deps.py --write", "--write", "--wirte"),
+    ("tools/dvc-deps --write", "--write", "--wirte"),
     ("snakemake --cores 8 results/table1.csv --config dataset=hdtf", "--cores", "--coress"),
     ("snakemake --report results/report.html", "--report", "--reportt"),
     ("dvc exp run --queue -n lr4x -S datasets.demo.overrides.train.lr=0.004", "--queue", "--queued"),

@@ -204,7 +204,7 @@ def test_real_clip_one_track_and_its_crops(face_a):
     assert np.array_equal(crop(frames[60], x, y, s), cv2.resize(ref, (224, 224)))
 
     # the plumbing: TrackedLSE equals ChunkedLSE on the track's crops with the track's audio (random
-    # SyncNet weights); the values against syncnet_python's own scripts: tools/compare_syncnet_python.py
+    # SyncNet weights); the values against syncnet_python's own scripts: tools/compare-syncnet-python
     torch.manual_seed(0)
     net = OfficialSyncNet(pretrained=False, device="cpu")
     tracked = TrackedLSE(net, hog, len(frames), audio, batch_size=16)

@@ -386,6 +386,7 @@ def test_missing_vgg_weights_is_a_clear_error(synth, tmp_path, monkeypatch, caps
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow  # a learning run: minutes
 def test_sync_expert_learns(synth, tmp_path):
     """Held-out in-sync vs >= 5-frame-shifted pairs told apart clearly above chance (0.5). Over 3 x 36
     centre frames chance has a standard deviation of about 0.035 (acc) and 0.05 (pair acc); runs of this
@@ -404,6 +405,7 @@ def test_sync_expert_learns(synth, tmp_path):
     assert state["metrics"]["sync_acc"] == m["sync_acc"]
 
 
+@pytest.mark.slow  # a learning run: minutes
 def test_generator_overfits_a_few_frames(synth):
     """On 2 fixed frames the masked-region L1 falls to half that of copying a reference frame."""
     from torch.utils.data import default_collate
