@@ -206,7 +206,11 @@ class TrainParams:
     stages: list[Stage] = opt(PAPER_STAGES, "coarse-to-fine stages run in order, weights carried over",
                               minItems=1)
     lr: float = opt(1e-4, "Adam learning rate, generator and discriminators (paper)", exclusiveMinimum=0)
-    betas: tuple[float, float] = opt((0.5, 0.999), "Adam betas", minimum=0, maximum=1)
+    betas: tuple[float, float] = opt((0.9, 0.999), "the generator's Adam betas; the specification's beta1 0.5 made "
+                                                   "training spike at the demo's rates (docs/decisions.md)",
+                                     minimum=0, maximum=1)
+    d_betas: tuple[float, float] = opt((0.5, 0.999), "the discriminators' Adam betas (the specification's)",
+                                       minimum=0, maximum=1)
     lr_decay: float = opt(0.0, "last fraction of each stage over which lr falls linearly to 0 (0 = constant)",
                           minimum=0, maximum=1)
     weights: LossWeights = opt(LossWeights(), "loss weights of Eq. 24 (paper values by default)")

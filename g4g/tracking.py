@@ -18,13 +18,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
 
 from g4g.params import ROOT
-from g4g.utils import atomic_path, file_digest
+from g4g.utils import atomic_path, file_digest, metric_key
 
 log = logging.getLogger(__name__)
 
@@ -276,11 +275,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = json.dumps(v, default=str) if isinstance(v, (list, tuple)) else str(v)
     return out
-
-
-def metric_key(column: str) -> str:
-    """MLflow-safe name of a table column: 'LSE-C (own SyncNet)' -> 'lse_c_own_syncnet'."""
-    return re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
 
 
 def training_run_id(checkpoint: str | None, tracker) -> str | None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,8 @@ def resolve_device(name: str | torch.device | None = "auto", index: int = 0) -> 
     if name is None or name == "auto":
         return torch.device(f"cuda:{index}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def metric_key(column: str) -> str:
+    """Name of a table column in MLflow and in file names: 'LSE-C (own SyncNet)' -> 'lse_c_own_syncnet'."""
+    return re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")

@@ -146,7 +146,7 @@ def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepa
     assert float(ours["PSNR"]) > 35 and ours["LPIPS"] == "" and ours["FID"] == "" and ours["LSE-C"] == ""
     assert "LPIPS empty" in ours["notes"] and "surrogate: own SyncNet" in ours["weights used"]
     assert json.loads((tmp_path / "metrics" / "demo" / "summary.json").read_text())["wav2lip"]["psnr"] > 35
-    assert (tmp_path / "figures" / "demo" / "psnr.png").exists()
+    assert (tmp_path / "figures" / "demo" / "charts" / "psnr.png").exists()
 
 
 def test_lse_in_both_framings_and_the_labelled_fallback_detector(prepared, tmp_path, monkeypatch):
@@ -192,8 +192,9 @@ def test_a_new_metric_is_one_class_and_one_registry_line(prepared, tmp_path, mon
     from g4g.params import EvalParams
 
     assert registry.metric_columns() == (
-        "PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LSE-D (landmark crop)", "LSE-C (landmark crop)",
-        "LSE-D (own SyncNet)", "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
+        "PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LMD", "Mouth-audio agreement", "Silent-mouth ratio",
+        "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)", "LSE-C (own SyncNet)",
+        "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
 
     class Brightness(registry.FrameMean):  # the mean pixel of the face crops, standing in for the next metric
         per_frame = {"brightness": "Brightness"}
@@ -383,11 +384,12 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
     dvc_metrics = json.loads((seeded / "metrics" / "demo" / "summary.json").read_text())
     assert dvc_metrics["g4g"]["seeds"]["psnr"] == {"mean": pytest.approx(76 / 3), "sd": pytest.approx(sd), "n": 3}
     assert "seeds" not in dvc_metrics["mean_face"]
-    assert (seeded / "fig/demo/psnr.png").read_bytes() != (alone / "fig/demo/psnr.png").read_bytes()  # seed dots
+    chart = "fig/demo/charts/psnr.png"
+    assert (seeded / chart).read_bytes() != (alone / chart).read_bytes()  # seed dots
     from g4g.evaluate.charts import bar_chart  # no seeds: the chart of before, byte for byte
 
     row = [{"dataset": "demo", "method": "g4g", "source": "this run", "metrics": {"PSNR": 24.0}}]
-    charts = [bar_chart(row, "PSNR", tmp_path / f"{i}.png", seeds=s).read_bytes()
+    charts = [bar_chart(row, "PSNR", tmp_path / f"{i}.png", False, seeds=s).read_bytes()
               for i, s in enumerate((None, {}, {("demo", "g4g"): [24.0, 25.0]}))]
     assert charts[0] == charts[1] != charts[2]
 

@@ -25,7 +25,7 @@ import torch
 from g4g.losses import VGGPerceptual
 from g4g.models.g4g import model_config
 from g4g.models.sync_expert import SyncExpert
-from g4g.params import LossWeights
+from g4g.params import LossWeights, TrainParams
 from g4g.train.data import G4GSamples, device_batch, make_loader, read_clips
 from g4g.train.run import LossBuffer
 from g4g.train.step import build_nets, train_step
@@ -62,7 +62,8 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
         except WeightsError:
             vgg = VGGPerceptual(pretrained=False)
     expert = SyncExpert(width=cfg.width).to(device).eval().requires_grad_(False) if T > 1 else None
-    n = build_nets(cfg, 1e-4, (0.5, 0.999), LossWeights(), device, T > 1, expert,
+    train = TrainParams()  # the paper's rate, the project's betas
+    n = build_nets(cfg, train.lr, train.betas, train.d_betas, LossWeights(), device, T > 1, expert,
                    vgg.to(device) if vgg is not None else None, amp)
     cl = device.type == "cuda"
     for m in (n.G, n.D_f, n.D_t, n.expert, n.perceptual):

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from g4g.utils import atomic_path
-
-# metric -> (file slug, lower is better)
-CHART_METRICS = {"PSNR": ("psnr", False), "SSIM": ("ssim", False), "LPIPS": ("lpips", True), "MSE": ("mse", True),
-                 "FID": ("fid", True), "LSE-D": ("lse_d", True), "LSE-C": ("lse_c", False),
-                 "LSE-D (landmark crop)": ("lse_d_landmark", True), "LSE-C (landmark crop)": ("lse_c_landmark", False),
-                 "LSE-D (own SyncNet)": ("lse_d_own_syncnet", True),
-                 "LSE-C (own SyncNet)": ("lse_c_own_syncnet", False)}
+from g4g.utils import atomic_path, metric_key
 
 
 def slug(metric: str) -> str:
-    if metric in CHART_METRICS:
-        return CHART_METRICS[metric][0]
-    return re.sub(r"[^a-z0-9]+", "_", metric.lower()).strip("_")
+    """File name of a metric's chart and plot CSV: its MLflow name ('LSE-C (own SyncNet)' -> 'lse_c_own_syncnet')."""
+    return metric_key(metric)
 
 
 def row_label(row: dict) -> str:
@@ -38,7 +29,7 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
-def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None = None,
+def bar_chart(rows: list[dict], metric: str, path: str | Path, lower_is_better: bool, ci: dict | None = None,
               seeds: dict | None = None) -> Path:
     """Horizontal bars of `metric` for every row that has it: this run in colour, the paper in grey; a
     measured bar with a 95 % interval in `ci` ({(dataset, method, metric): row}) gets it as an error bar,
@@ -77,7 +68,7 @@ def bar_chart(rows: list[dict], metric: str, path: str | Path, ci: dict | None =
         ax.text(0.5, 0.5, f"no {metric} values (see the notes column of the table)", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_yticks([])
-    better = "lower" if CHART_METRICS.get(metric, ("", False))[1] else "higher"
+    better = "lower" if lower_is_better else "higher"
     ax.set_title(f"{metric} ({better} is better; grey: published in the paper; bars: 95 % interval)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

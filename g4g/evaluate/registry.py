@@ -8,6 +8,9 @@
     LSE (own SyncNet)    the project's sync expert on those crops, only where params allow surrogates  OwnLSE
     LSE-D / LSE-C        official SyncNet on the video framed as syncnet_python frames it; the        OfficialLSE
                          published scale (Wav2Lip's scripts run this pipeline)
+    LMD, mouth-audio     dlib's landmarks on the face crops (g4g.metrics.mouth): mouth points against  MouthMotion
+    agreement, silent-   the ground truth's, inner-lip opening against the audio's envelope; no
+    mouth ratio          downloaded weights, so the demo can show lip sync with them
 
 A metric is one `Metric` subclass. `load` gets, once per method, what its clips share (its networks), or
 None, and the metric is left empty with the reason in the notes: a metric whose weights are missing is
@@ -36,6 +39,7 @@ from g4g.metrics.fid import FIDInception, PooledFID
 from g4g.metrics.image import image_metrics
 from g4g.metrics.lpips_metric import LPIPSMetric
 from g4g.metrics.lse_framing import HogFaceBoxes
+from g4g.metrics.mouth import MouthLandmarks, audio_envelope, inner_opening, mouth_audio, mouth_distance
 from g4g.metrics.s3fd import S3FD
 from g4g.metrics.syncnet import OfficialSyncNet
 from g4g.params import EvalParams, MelParams
@@ -86,6 +90,7 @@ class Metric(ABC):
     """One metric: the columns it fills, what its clips share (`load`), and one clip's accumulator (an instance)."""
 
     columns: tuple[str, ...] = ()
+    lower_is_better: frozenset[str] = frozenset()  # of its columns; the others: higher is better
     compares = True  # against the ground-truth crops: not computed for the ground truth scored against itself
 
     @classmethod
@@ -151,6 +156,7 @@ def _image_dtype(p: EvalParams, device):
 
 class CropImage(FrameMean):
     per_frame = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE"}
+    lower_is_better = frozenset({"MSE"})
 
     @classmethod
     def load(cls, ms: MetricSet) -> tuple:
@@ -163,6 +169,7 @@ class CropImage(FrameMean):
 
 class CropLPIPS(FrameMean):
     per_frame = {"lpips": "LPIPS"}
+    lower_is_better = frozenset({"LPIPS"})
 
     @classmethod
     def load(cls, ms: MetricSet) -> LPIPSMetric | None:
@@ -176,6 +183,7 @@ class CropFID(Metric):
     """No value per clip: every clip feeds the method's pooled activations."""
 
     columns = ("FID",)
+    lower_is_better = frozenset({"FID"})
 
     @classmethod
     def load(cls, ms: MetricSet) -> PooledFID | None:
@@ -198,6 +206,7 @@ class FullFrameImage(CropImage):
     """PSNR, SSIM, MSE of the whole frames against the source's, at the source's size (extra columns)."""
 
     per_frame = {"psnr_full": "PSNR (full frame)", "ssim_full": "SSIM (full frame)", "mse_full": "MSE (full frame)"}
+    lower_is_better = frozenset({"MSE (full frame)"})
 
     @classmethod
     def load(cls, ms: MetricSet) -> tuple | None:
@@ -250,6 +259,7 @@ class LandmarkLSE(Metric):
     """The official SyncNet on the stored face crops, the same region for every method (ChunkedLSE)."""
 
     columns = ("LSE-D (landmark crop)", "LSE-C (landmark crop)")
+    lower_is_better = frozenset({"LSE-D (landmark crop)"})
     frame_column = "sync_dist"  # each window's distance at the best offset, at the window's first frame
     compares = False
 
@@ -279,6 +289,7 @@ class OwnLSE(LandmarkLSE):
     """The project's sync expert (g4g.evaluate.own_syncnet): a labelled surrogate under its own columns."""
 
     columns = ("LSE-D (own SyncNet)", "LSE-C (own SyncNet)")
+    lower_is_better = frozenset({"LSE-D (own SyncNet)"})
     frame_column = "sync_dist_own"
 
     @classmethod
@@ -298,6 +309,7 @@ class OfficialLSE(Metric):
     """Framed as syncnet_python frames the video (TrackedLSE): the columns published numbers are on."""
 
     columns = ("LSE-D", "LSE-C")
+    lower_is_better = frozenset({"LSE-D"})
     compares = False
 
     @classmethod
@@ -322,20 +334,71 @@ class OfficialLSE(Metric):
                            {"sync_dist_tracks": r.window_dists}, r.notes)
 
 
+class MouthMotion(Metric):
+    """dlib's landmarks on the crops (g4g.metrics.mouth): LMD against the ground truth's crops where they are given,
+    and the mouth against the clip's audio (agreement, silent-mouth ratio) for every row, the ground truth
+    included: its own values are the level a method is read against."""
+
+    columns = ("LMD", "Mouth-audio agreement", "Silent-mouth ratio")
+    lower_is_better = frozenset({"LMD", "Silent-mouth ratio"})
+    compares = False  # agreement and silence need no ground truth; LMD only where it is given
+
+    @classmethod
+    def load(cls, ms: MetricSet) -> MouthLandmarks | None:
+        return ms.network("mouth landmarks", MouthLandmarks)
+
+    def __init__(self, shared: MouthLandmarks, clip: ClipInput):
+        super().__init__(shared, clip)
+        self.opening: list[np.ndarray] = []
+        self.lmd: list[np.ndarray] = []
+
+    def feed(self, chunk: Chunk) -> None:
+        points = self.shared.points(chunk.crops)
+        self.opening.append(inner_opening(points))
+        if chunk.gt is not None:
+            self.lmd.append(mouth_distance(points, self.shared.points(chunk.gt)))
+
+    def summary(self) -> ClipSummary:
+        lmd_col, agree_col, silent_col = self.columns
+        opening = np.concatenate(self.opening)
+        values, frames, notes = {}, {"mouth_opening": opening}, []
+        if (missing := int(np.isnan(opening).sum())):
+            notes.append(f"mouth landmarks: no face found in {missing} of {len(opening)} crops (left out)")
+        if self.lmd:
+            frames["lmd"] = lmd = np.concatenate(self.lmd)
+            if np.isfinite(lmd).any():
+                values[lmd_col] = float(np.nanmean(lmd))
+            if (gt_missing := int(np.isnan(lmd).sum()) - missing) > 0:
+                notes.append(f"LMD: no face found in {gt_missing} ground-truth crops (left out)")
+        r = mouth_audio(opening, audio_envelope(self.clip.clip.audio, len(opening)))
+        if r.agreement is not None:
+            values.update({agree_col: r.agreement, f"{agree_col} lag": r.lag})
+        if r.silent_ratio is not None:
+            values[silent_col] = r.silent_ratio
+        return ClipSummary(values, frames, notes + r.reason)
+
+
 # The registry, in the order a clip's values, Parquet columns and notes list them (and their networks load)
-METRICS: tuple[type[Metric], ...] = (CropImage, CropLPIPS, CropFID, FullFrameImage, LandmarkLSE, OwnLSE, OfficialLSE)
+METRICS: tuple[type[Metric], ...] = (CropImage, CropLPIPS, CropFID, FullFrameImage, LandmarkLSE, OwnLSE, OfficialLSE,
+                                     MouthMotion)
 
 # Where the tables place the columns: the paper's Table 1 order, FID (which the paper names but does not show)
-# after MSE, then the other framings of LSE and the full-frame values. A column not placed here follows these.
-TABLE_ORDER = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LSE-D (landmark crop)",
-               "LSE-C (landmark crop)", "LSE-D (own SyncNet)", "LSE-C (own SyncNet)", "PSNR (full frame)",
-               "SSIM (full frame)", "MSE (full frame)")
+# after MSE, the lip-sync measures that need no downloaded weights (MouthMotion), then the other framings of
+# LSE and the full-frame values. A column not placed here follows these.
+TABLE_ORDER = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LMD", "Mouth-audio agreement",
+               "Silent-mouth ratio", "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)",
+               "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
 
 
 def metric_columns() -> tuple[str, ...]:
     """The tables' metric columns: every registered metric's, in TABLE_ORDER, the others in registry order."""
     registered = [c for m in METRICS for c in m.columns]
     return tuple(sorted(registered, key=lambda c: TABLE_ORDER.index(c) if c in TABLE_ORDER else len(TABLE_ORDER)))
+
+
+def lower_is_better(column: str) -> bool:
+    """Whether a smaller value of a table column is the better one (charts say which way is better)."""
+    return any(column in m.lower_is_better for m in METRICS)
 
 
 class MetricSet:

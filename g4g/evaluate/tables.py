@@ -19,9 +19,9 @@ import math
 from pathlib import Path
 
 from g4g.evaluate import paper
-from g4g.evaluate.charts import CHART_METRICS, bar_chart, row_label, slug
+from g4g.evaluate.charts import bar_chart, row_label, slug
 from g4g.evaluate.intervals import REFERENCE, interval_rows, lookup, write_intervals
-from g4g.evaluate.registry import metric_columns
+from g4g.evaluate.registry import lower_is_better, metric_columns
 from g4g.evaluate.seeds import seeds_path, spread_rows, write_spread
 from g4g.params import split_replicate
 from g4g.utils import atomic_path, write_json, write_text
@@ -124,6 +124,10 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
         body += ["", "LSE-D, LSE-C: syncnet_python's framing (S3FD face tracks, its square crop; the columns of the "
                  "published rows). LSE (landmark crop): the stored 416 x 320 face crops. docs/evaluation.md, "
                  "\"LSE: which framing\"."]
+    if "LMD" in keep:
+        body += ["", "LMD (lower is better), mouth-audio agreement (higher), silent-mouth ratio (lower): dlib's "
+                 "landmarks on the face crops, no downloaded weights; the ground truth's own agreement and ratio are "
+                 "the level to read them against. docs/evaluation.md, \"Lip sync without downloaded weights\"."]
     body += _spread_section(spread, [c for c in keep if c in metric_columns()])
     write_text(path, "\n".join(body) + "\n")
 
@@ -173,7 +177,7 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
                table_seed: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
     """Rule `tables`: the two tables (CSV + .md beside, intervals and seed spread CSVs), and per dataset the
     DVC metrics JSON ({metrics_dir}/{dataset}/summary.json), the plot data
-    ({metrics_dir}/{dataset}/plots/{metric}.csv) and the bar charts ({figures_dir}/{dataset}/{metric}.png).
+    ({metrics_dir}/{dataset}/plots/{metric}.csv) and the bar charts ({figures_dir}/{dataset}/charts/{metric}.png).
     Summaries of seed replicates (g4g.evaluate.seeds) give the spread; `table_seed` is each dataset's
     `seed`, the seed of its table rows (default 0)."""
     loaded = [json.loads(Path(p).read_text()) for p in summary_paths]
@@ -196,14 +200,14 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
     for d in datasets:
         rows = [r for r in measured if r["dataset"] == d] + published
         write_json(Path(metrics_dir) / d / "summary.json", metrics_json(rows, [b for b in spread if b["dataset"] == d]))
-        for metric in CHART_METRICS:
+        for metric in metric_columns():
             with atomic_path(Path(metrics_dir) / d / "plots" / f"{slug(metric)}.csv") as tmp, \
                     open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, ["method", "value", "source"])
                 w.writeheader()
                 w.writerows(plot_rows(rows, metric))
-            bar_chart(rows, metric, Path(figures_dir) / d / f"{slug(metric)}.png", ci,
-                      {(b["dataset"], b["method"]): b["values"] for b in spread if b["metric"] == metric})
+            bar_chart(rows, metric, Path(figures_dir) / d / "charts" / f"{slug(metric)}.png", lower_is_better(metric),
+                      ci, {(b["dataset"], b["method"]): b["values"] for b in spread if b["metric"] == metric})
     return rows1, rows2
 
 

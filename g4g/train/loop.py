@@ -134,8 +134,8 @@ class G4GTraining(skeleton.Loop):
                        "g4g_config": dataclasses.asdict(self.cfg)}
         self.title = f"G4G {variant} ({self.perceptual_status})"
 
-        self.nets = build_nets(self.cfg, train.lr, train.betas, train.weights, ranks.device, clip_stages, expert,
-                               perceptual.to(ranks.device) if perceptual is not None else None,
+        self.nets = build_nets(self.cfg, train.lr, train.betas, train.d_betas, train.weights, ranks.device,
+                               clip_stages, expert, perceptual.to(ranks.device) if perceptual is not None else None,
                                amp=ranks.cuda and train.amp)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.nets.opt_g, StageSchedule(train))
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.nets.opt_d, StageSchedule(train))

@@ -45,16 +45,17 @@ class Nets:
         return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def build_nets(cfg, lr: float, betas: tuple, weights, device, temporal: bool, expert=None, perceptual=None,
-               amp: bool = False) -> Nets:
-    """G4G from its config, frame D (and the temporal D when a clip stage needs it), Adam for both sides."""
+def build_nets(cfg, lr: float, betas: tuple, d_betas: tuple, weights, device, temporal: bool, expert=None,
+               perceptual=None, amp: bool = False) -> Nets:
+    """G4G from its config, frame D (and the temporal D when a clip stage needs it), Adam for both sides (the
+    generator's betas, the discriminators' d_betas)."""
 
     G = G4G(cfg).to(device)
     D_f = FrameDiscriminator(width=cfg.width, norm=cfg.norm).to(device)
     D_t = TemporalDiscriminator(width=cfg.width, norm=cfg.norm).to(device) if temporal else None
     d_params = list(D_f.parameters()) + (list(D_t.parameters()) if D_t is not None else [])
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(d_params, lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(d_params, lr=lr, betas=d_betas)
     return Nets(G, D_f, D_t, opt_g, opt_d, weights, perceptual, expert, amp=amp)
 
 

@@ -18,7 +18,7 @@ rule evaluate:
         strip=report("results/figures/{dataset}/strips/{method}.png", caption="../report/strip.rst",
                      category="Frames", labels={"dataset": "{dataset}", "method": "{method}"}),
     wildcard_constraints:
-        method=r"(?!summary\.json$)[A-Za-z0-9_.-]+(@seed\d+)?",  # @seed: a seed replicate
+        method=r"(?!(summary\.json|plots)$)[A-Za-z0-9_.-]+(@seed\d+)?",  # @seed: a seed replicate; not the tables' files
     params:
         cfg=lambda w: settings(w.dataset, "evaluate", "mel"),
         flags=lambda w, input: optional_flags(input),
