@@ -29,6 +29,15 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
 
+# On a cluster (--workflow-profile profiles/slurm) these run where Snakemake runs instead of as jobs: each
+# merges small files in seconds, and as a job it waited in the queue and for the next status check longer
+# than it ran (docs/decisions.md, "Cluster")
+localrules:
+    prepare,
+    contact_sheet,
+    tables,
+
+
 rule all:
     default_target: True
     input:

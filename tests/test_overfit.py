@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from g4g.models.config import variant_config
+from g4g.models.g4g import variant_config
 from g4g.params import ModelParams, TrainParams
 
 STEPS = 200

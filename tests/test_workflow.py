@@ -1,5 +1,6 @@
-"""The Snakemake workflow: lint, the preparation stages, reruns after a changed parameter, and two runs of the
-whole demo DAG (plain Snakemake and `dvc repro`, in two folders) publishing the same bytes."""
+"""The Snakemake workflow: lint, the preparation stages, reruns after a changed parameter, and what a run of
+the whole demo DAG publishes. That a second run in another folder publishes the same bytes is
+tests/test_slurm.py's test_demo_dag_through_the_slurm_profile (the same DAG through SLURM)."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import ROOT, copy_run, differing_outputs, dvc_outputs, snakemake
+from conftest import ROOT, copy_run, dvc_outputs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -48,28 +49,18 @@ def test_changed_param_reruns_only_dependent_jobs(tiny_dag, tmp_path):
     assert "resample" not in stats and "mels" not in stats, stats
 
 
-# ----------------------------------------------------------------------------------------------------
-# Reproduction: two runs in two clean folders publish the same bytes
-# ----------------------------------------------------------------------------------------------------
-
-
-def test_two_runs_publish_identical_bytes(tiny_dag, tiny_dvc_project):
-    """Issue 8: the whole demo DAG, run in two clean folders (plain Snakemake in one, `dvc repro` in a git
-    repository in the other), gives every DVC-tracked output byte for byte (checkpoints included: their
-    archive name no longer follows the temporary file's; an absolute path leaking into an output shows up)
-    and the same fingerprints."""
+def test_published_files_hold_only_what_the_computation_determines(tiny_dag):
+    """Issue 8: model files, tables, metrics and loss logs hold what the computation determines (so a second run
+    publishes the same bytes, see test_slurm.py); timings and provenance are kept beside them."""
     outputs = dvc_outputs("demo", ["full"])
     assert "results/models/demo/full/model.pt" in outputs and "results/table1.csv" in outputs
-    differ, compared = differing_outputs(tiny_dag, tiny_dvc_project, outputs)
-    assert not differ, f"differ between two runs: {differ}"
-    assert compared > 15, compared
-    # timings and provenance are kept, apart from what DVC hashes
+    assert all((tiny_dag / out).exists() for out in outputs), [o for o in outputs if not (tiny_dag / o).exists()]
     assert "step_s" not in (tiny_dag / "results/models/demo/full/losses.csv").read_text()
     assert "step_s" in (tiny_dag / "results/models/demo/full/timings.csv").read_text()
     assert "git_commit" in (tiny_dag / "results/models/demo/full/config.yaml").read_text()
     # the digests users compare (`g4g fingerprints`; `dvc repro` does not write the rule's CSV): header, then
     # clips.parquet, shards, the expert, one variant, videos, summary, two tables
-    prints = [subprocess.run([sys.executable, "-m", "g4g", "fingerprints"], cwd=wd, capture_output=True, text=True,
-                             timeout=120).stdout for wd in (tiny_dag, tiny_dvc_project)]
-    assert prints[0] == prints[1] and len(prints[0].splitlines()) == 1 + 8, prints
+    printed = subprocess.run([sys.executable, "-m", "g4g", "fingerprints"], cwd=tiny_dag, capture_output=True,
+                             text=True, timeout=120).stdout
+    assert len(printed.splitlines()) == 1 + 8, printed
     assert len((tiny_dag / "results/demo/fingerprints.csv").read_text().splitlines()) == 1 + 8

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import nms
 
 from g4g.metrics.weights_info import WeightsInfo
 from g4g.utils import resolve_device, true_fp32
@@ -131,6 +130,7 @@ class S3FD:
     def detect(self, frame: np.ndarray, conf_th: float = CONF_TH, scale: float = SCALE) -> np.ndarray:
         """(N, 5) boxes x1, y1, x2, y2 (pixels of `frame`) and score, best first."""
         import cv2
+        from torchvision.ops import nms  # here: importing torchvision doubles the import time of every job
 
         h, w = frame.shape[:2]
         small = cv2.resize(frame, (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
