@@ -179,11 +179,11 @@ def one_thread_module():
 # ----------------------------------------------------------------------------------------------------
 
 
-# pytest-xdist (`make test`: -n 2 --dist loadfile) hands its workers one module at a time, so module-scoped
-# fixtures are built once (the SLURM tests share one local SLURM), in collection order: the two longest
-# modules go first, one to each worker, the SLURM tests (mostly waiting on the scheduler) and the DVC remote
-# tests. (--dist loadgroup, finer, needs pytest-xdist to rename test ids, which pytest 9 no longer allows.)
-FIRST = ("test_slurm.py", "test_dvc_remote.py")
+# pytest-xdist (`make test`: -n 3 --dist loadfile) hands its workers one module at a time, so module-scoped
+# fixtures are built once (the SLURM tests share one local SLURM), in collection order: the longest modules
+# go first, one to each worker: the SLURM tests (mostly waiting on the scheduler), the DVC remote tests, the
+# overfits. (--dist loadgroup, finer, needs pytest-xdist to rename test ids, which pytest 9 no longer allows.)
+FIRST = ("test_slurm.py", "test_dvc_remote.py", "test_overfit.py", "test_ddp.py")
 
 
 def pytest_collection_modifyitems(config, items):
