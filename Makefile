@@ -33,10 +33,9 @@ demo: venv
 	@$(BIN)/g4g fingerprints
 	@echo "report: $(abspath results/report.html)"
 
-# three pytest-xdist workers on two cores, a module at a time, in the order tests/conftest.py gives (the
-# longest first): the SLURM tests mostly wait on the scheduler, and a third worker uses the CPU meanwhile; a
-# machine with more cores may give more: make test TEST_WORKERS=4
-TEST_WORKERS ?= 3
+# four pytest-xdist workers on two cores, a module at a time, in the order tests/conftest.py gives: the two
+# SLURM modules mostly wait on the scheduler, so two more workers use the CPU meanwhile
+TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10
 
 test: venv   # the whole suite, end-to-end tests included (README, "Contributing")

@@ -33,9 +33,10 @@ PARAMS_PATH = ROOT / "params.yaml"
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 
-def opt(default: Any, help: str, **schema: Any) -> Any:
-    """A params field: its default, its one-line meaning and its JSON-schema constraints."""
-    meta = {"help": help, "schema": schema}
+def opt(default: Any, help: str, *, runtime: bool = False, **schema: Any) -> Any:
+    """A params field: its default, its one-line meaning and its JSON-schema constraints. `runtime`: it changes
+    how a run executes, not what it computes (RUNTIME_KEYS)."""
+    meta = {"help": help, "schema": schema, "runtime": runtime}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -202,7 +203,26 @@ PAPER_STAGES = [  # coarse-to-fine as DINet; step counts and frame batches are o
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class RunSettings:
+    """How a training run executes, shared by both loops (TrainParams, SyncParams): loading, precision, memory
+    format, checkpoints, logging, the end-of-training check. None changes what the run computes, so all are
+    left out of its fingerprint (RUNTIME_KEYS): changing one resumes a run instead of starting it anew."""
+
+    workers: int = opt(8, "DataLoader processes per rank", minimum=0, runtime=True)
+    prefetch: int = opt(4, "batches prefetched per loader process", minimum=1, runtime=True)
+    frame_cache: int = opt(0, "decoded frames kept per loader process (LRU)", minimum=0, runtime=True)
+    amp: bool = opt(True, "bf16 autocast on CUDA", runtime=True)
+    channels_last: bool = opt(True, "channels-last memory format on CUDA", runtime=True)
+    checkpoint_every: int = opt(2000, "steps between checkpoints", minimum=1, runtime=True)
+    keep_checkpoints: int = opt(2, "checkpoints kept (older ones are deleted)", minimum=1, runtime=True)
+    log_every: int = opt(50, "steps between reading the losses back from the device and logging them (MLflow, "
+                             "the log; the CSV gets every step) and between the ranks' agreement on a stop "
+                             "signal", minimum=1, runtime=True)
+    eval_clips: int = opt(0, "held-out clips checked at the end of training (0 = all)", minimum=0, runtime=True)
+
+
+@dataclass(frozen=True)
+class TrainParams(RunSettings):
     stages: list[Stage] = opt(PAPER_STAGES, "coarse-to-fine stages run in order, weights carried over",
                               minItems=1)
     lr: float = opt(1e-4, "Adam learning rate, generator and discriminators (paper)", exclusiveMinimum=0)
@@ -219,19 +239,8 @@ class TrainParams:
     crop_scale: tuple[float, float] = opt((1.05, 1.15), "train-time crop scale s ~ U[a, b), a zoom-out of the "
                                                         "stored s = 1.05 crops", minimum=1.0)
     min_ref_gap: int = opt(5, "references at least this many frames from every target", minimum=1)
-    workers: int = opt(8, "DataLoader processes per rank", minimum=0)
-    prefetch: int = opt(4, "batches prefetched per loader process", minimum=1)
-    frame_cache: int = opt(0, "decoded frames kept per loader process (LRU)", minimum=0)
-    amp: bool = opt(True, "bf16 autocast on CUDA")
-    channels_last: bool = opt(True, "channels-last memory format on CUDA")
-    checkpoint_every: int = opt(2000, "steps between checkpoints", minimum=1)
-    keep_checkpoints: int = opt(2, "checkpoints kept (older ones are deleted)", minimum=1)
-    sample_every: int = opt(2000, "steps between sample grids (MLflow artefacts; 0: never)", minimum=0)
-    log_every: int = opt(50, "steps between reading the losses back from the device and logging them (MLflow, "
-                             "the log; the CSV gets every step) and between the ranks' agreement on a stop "
-                             "signal", minimum=1)
-    eval_clips: int = opt(0, "held-out clips for the end-of-training quality check (0 = all)", minimum=0)
-    eval_frames: int = opt(64, "frames per held-out clip for the quality check", minimum=1)
+    sample_every: int = opt(2000, "steps between sample grids (MLflow artefacts; 0: never)", minimum=0, runtime=True)
+    eval_frames: int = opt(64, "frames per held-out clip for the quality check", minimum=1, runtime=True)
 
     @property
     def total_steps(self) -> int:
@@ -239,7 +248,7 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class SyncParams:
+class SyncParams(RunSettings):
     steps: int = opt(50_000, "optimiser steps of the lip-sync expert", minimum=1)
     batch: int = opt(64, "windows per step (Wav2Lip trains its expert with large batches)", minimum=2)
     lr: float = opt(1e-4, "Adam learning rate", exclusiveMinimum=0)
@@ -250,26 +259,15 @@ class SyncParams:
                                "128 px", enum=[64, 128, 256])
     min_shift: int = opt(5, "off-sync windows are at least this many frames away (same clip)", minimum=1)
     crop_scale: tuple[float, float] = opt((1.05, 1.15), "train-time crop scale s ~ U[a, b)", minimum=1.0)
-    workers: int = opt(8, "DataLoader processes per rank", minimum=0)
-    prefetch: int = opt(4, "batches prefetched per loader process", minimum=1)
-    frame_cache: int = opt(0, "decoded frames kept per loader process (LRU)", minimum=0)
-    amp: bool = opt(True, "bf16 autocast on CUDA")
-    channels_last: bool = opt(True, "channels-last memory format on CUDA")
-    checkpoint_every: int = opt(2000, "steps between checkpoints", minimum=1)
-    keep_checkpoints: int = opt(2, "checkpoints kept (older ones are deleted)", minimum=1)
-    log_every: int = opt(50, "steps between reading the losses back from the device and logging them (MLflow, "
-                             "the log; the CSV gets every step) and between the ranks' agreement on a stop "
-                             "signal", minimum=1)
-    eval_clips: int = opt(0, "held-out clips for the accuracy check (0 = all)", minimum=0)
-    eval_windows: int = opt(64, "centre frames per held-out clip for the accuracy check", minimum=1)
+    eval_windows: int = opt(64, "centre frames per held-out clip for the accuracy check", minimum=1, runtime=True)
     bn_recalibrate: int = opt(20, "batches that re-estimate the BatchNorm statistics of the final weights "
                                   "(precise BN; 0: keep the EMA, which lags a short schedule)", minimum=0)
 
 
-# Knobs that change how a run executes, not what it computes: left out of the run's fingerprint.
-RUNTIME_KEYS = frozenset({"workers", "prefetch", "frame_cache", "amp", "channels_last", "checkpoint_every",
-                          "keep_checkpoints", "sample_every", "log_every", "eval_clips", "eval_frames",
-                          "eval_windows"})
+# Knobs that change how a run executes, not what it computes (RunSettings and the loops' own): left out of the
+# run's fingerprint.
+RUNTIME_KEYS = frozenset(f.name for cls in (TrainParams, SyncParams) for f in dataclasses.fields(cls)
+                         if f.metadata["runtime"])
 
 
 @dataclass(frozen=True)

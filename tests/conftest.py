@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real"
-# `make test` runs the suite in two pytest-xdist workers on a 2-core machine. Two processes whose OpenMP threads
+# `make test` runs the suite in pytest-xdist workers on a 2-core machine. Two processes whose OpenMP threads
 # spin while they wait for work take the cores from each other (a torch job beside another ran 10-30x slower):
 # waiting threads sleep instead, here and in every subprocess. Set before torch is imported (libgomp reads it
 # once); it changes no result, only how idle threads wait.
@@ -179,11 +179,16 @@ def one_thread_module():
 # ----------------------------------------------------------------------------------------------------
 
 
-# pytest-xdist (`make test`: -n 3 --dist loadfile) hands its workers one module at a time, so module-scoped
-# fixtures are built once (the SLURM tests share one local SLURM), in collection order: the longest modules
-# go first, one to each worker: the SLURM tests (mostly waiting on the scheduler), the DVC remote tests, the
-# overfits. (--dist loadgroup, finer, needs pytest-xdist to rename test ids, which pytest 9 no longer allows.)
-FIRST = ("test_slurm.py", "test_dvc_remote.py", "test_overfit.py", "test_ddp.py")
+# pytest-xdist (`make test`: -n 4 --dist loadfile) hands its workers whole modules, in collection order: FIRST
+# comes first. The two SLURM modules start at once, on workers of their own: they mostly wait on the scheduler
+# (and the preemption test on tiny_dag), while the DVC remote tests build tiny_dag and the overfits use the
+# CPU. xdist gives a worker its next module as soon as it has 2 tests or fewer left, so a 1-test module has the
+# next one queued behind it from the start: the DVC experiments and the DDP tests, which need tiny_dag and
+# the CPU by the time the SLURM tests end. The SLURM and DVC tests share the session's local SLURM, tiny demo
+# DAG and DVC remote, built once by whichever worker asks first. (--dist loadgroup, finer, needs
+# pytest-xdist to rename test ids, which pytest 9 no longer allows.)
+FIRST = ("test_slurm_dag.py", "test_slurm_preemption.py", "test_dvc_remote.py", "test_overfit.py",
+         "test_dvc_experiments.py", "test_ddp.py", "test_slurm.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -295,14 +300,16 @@ def run_tool(wd: Path, *cmd: str, check: bool = True, timeout: float = 600) -> s
 
 
 def tiny_pipeline(wd: Path) -> Path:
-    """params.yaml of the demo DAG at its smallest in `wd`: 4 clips of ~1.4 s (one for test), a few training
-    steps, one variant, no MLflow."""
+    """params.yaml of the demo DAG at its smallest in `wd`: 4 clips of ~1.4 s in 2 shards (one clip for test),
+    a few training steps, one variant, one trivial baseline beside the ground truth (every rule still runs:
+    reference_paste is mean_face's rule with another argument), no MLflow."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     demo = params["datasets"]["demo"]
     demo.update(n_clips=4, min_seconds=1.2, max_seconds=1.6, shard_size=2, split={"protocol": "count", "n_test": 1})
     demo["overrides"]["train"].update(stages=[{"mode": "frame", "scale": 64, "steps": 3, "batch": 2, "gan": False},
                                               {"mode": "clip", "scale": 64, "steps": 2, "batch": 1}],
                                       checkpoint_every=2, sample_every=0, log_every=1, eval_frames=4)
+    demo["overrides"]["evaluate"]["references"] = ["ground_truth", "mean_face"]
     demo["overrides"]["sync"].update(steps=4, batch=4, checkpoint_every=2, log_every=1, eval_windows=4,
                                      bn_recalibrate=2)
     params.update(variants=["full"], tracking={"mlflow": False})
@@ -374,12 +381,17 @@ def _run_tiny_dag(wd: Path) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
+def tiny_dag_run(tmp_path_factory) -> Path:
+    """The whole demo DAG (raw clips to tables, contact sheet, fingerprints) at the tiny_pipeline scale, run
+    once per session with plain Snakemake. The workflow, reproduction and SLURM tests read it; none writes
+    into it (copy_run first). A test that needs it only at its end (the SLURM DAG, compared with it) calls
+    this there, so that its own run and this one overlap."""
+    return built_once(tmp_path_factory, "tiny_dag", _run_tiny_dag)
+
+
 @pytest.fixture(scope="session")
 def tiny_dag(tmp_path_factory) -> Path:
-    """The whole demo DAG (raw clips to tables, contact sheet, fingerprints) at the tiny_pipeline scale, run
-    once with plain Snakemake. The workflow, reproduction and SLURM tests read it; none writes into it
-    (copy_run first)."""
-    return built_once(tmp_path_factory, "tiny_dag", _run_tiny_dag)
+    return tiny_dag_run(tmp_path_factory)
 
 
 def git_project(dst: Path) -> Path:
@@ -399,16 +411,78 @@ def git_project(dst: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_dvc_project(tmp_path_factory, tiny_dag) -> Path:
-    """git_project with tiny_dag's outputs recorded by `dvc commit` (same code, same params.yaml): a DVC
-    project as `dvc repro` leaves it, without running the DAG a second time (300 s of the suite). The DVC
-    remote and experiment tests push, pull and run stages from it (`dvc exp run`, `dvc repro prepare`);
-    nothing changes its outputs."""
-    def build(dst: Path) -> None:
-        git_project(dst)
+def pushed(tmp_path_factory, tiny_dag) -> dict:
+    """Clone A: git_project with tiny_dag's outputs recorded by `dvc commit` (same code, same params.yaml), a
+    DVC project as `dvc repro` leaves it without running the DAG a second time (300 s of the suite); a shared
+    remote set up by tools/dvc-remote (a directory, as on a cluster's shared file system); pushed. The DVC
+    remote and experiment tests clone it beside the remote (B, C, ...), pull, and run stages there (`dvc exp
+    run`, `dvc repro prepare`); nothing changes A."""
+    def build(base: Path) -> None:
+        a = git_project(base / "a")
         for out in ("results", "resources"):
-            shutil.copytree(tiny_dag / out, dst / out, dirs_exist_ok=True, symlinks=True)
-        run_tool(dst, "dvc", "commit", "--force")
-        assert "Data and pipelines are up to date" in run_tool(dst, "dvc", "status").stdout
+            shutil.copytree(tiny_dag / out, a / out, dirs_exist_ok=True, symlinks=True)
+        run_tool(a, "dvc", "commit", "--force")
+        assert "Data and pipelines are up to date" in run_tool(a, "dvc", "status").stdout
+        run_tool(a, "tools/dvc-remote", str(base / "shared" / "g4g-dvc"))
+        run_tool(a, "git", "add", "-A")
+        run_tool(a, "git", "commit", "-qm", "reproduced; shared remote")
+        run_tool(a, "dvc", "push")
 
-    return built_once(tmp_path_factory, "tiny_dvc", build)
+    base = built_once(tmp_path_factory, "dvc_pushed", build)
+    return {"base": base, "a": base / "a", "remote": base / "shared" / "g4g-dvc"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# A local SLURM, shared by the SLURM test modules
+# ----------------------------------------------------------------------------------------------------
+
+SLURM_LOCAL = ROOT / "tools" / "slurm-local"
+SLURM_PROFILE = ROOT / "profiles" / "slurm"
+# what this machine must change in profiles/slurm (README "On a SLURM cluster"): it has no accounting
+# daemon (squeue, not sacct), 2 CPUs and 24 GiB; the tests poll often to stay short
+SLURM_SITE = {"G4G_SLURM_STATUS": "squeue", "G4G_SLURM_GPU_CPUS": "2", "G4G_SLURM_GPU_MEM_MB": "8000",
+              "G4G_SLURM_CPU_MEM_MB": "2000", "G4G_SLURM_POLL_S": "2"}
+
+
+def _slurm_up(folder: Path) -> None:
+    """tools/slurm-local up, unless a local SLURM already runs; `started` records that this session started
+    it (pytest_sessionfinish stops it), `unavailable` why it could not."""
+    if subprocess.run([str(SLURM_LOCAL), "status"], capture_output=True, text=True).returncode == 0:
+        return
+    up = subprocess.run([str(SLURM_LOCAL), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        (folder / "unavailable").write_text(up.stderr.strip()[-500:])
+    else:
+        (folder / "started").touch()
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory) -> dict:
+    """A running local SLURM (tools/slurm-local up), started once per session whichever pytest-xdist worker
+    asks first, stopped at the end of the session (pytest_sessionfinish) when the session started it; the
+    environment that points SLURM's commands at it."""
+    folder = built_once(tmp_path_factory, "slurm", _slurm_up)
+    if (folder / "unavailable").exists():
+        pytest.skip(f"no local SLURM: tools/slurm-local up failed: {(folder / 'unavailable').read_text()}")
+    conf = subprocess.run([str(SLURM_LOCAL), "env"], capture_output=True, text=True).stdout.split("=", 1)[1]
+    return {"SLURM_CONF": conf.strip()}
+
+
+def pytest_sessionfinish(session):
+    """The local SLURM this session started stops once every test is done: in the pytest-xdist controller
+    after all its workers (a worker's own session end would stop it under another worker's jobs), or in the
+    only process. It is stopped by the pids tools/slurm-local recorded."""
+    if WORKER:
+        return
+    base = session.config._tmp_path_factory.getbasetemp()  # the workers' basetemps are inside it
+    if (base / "slurm" / "started").exists():
+        subprocess.run([str(SLURM_LOCAL), "down"], capture_output=True, text=True)
+
+
+def slurm_jobs(env: dict, wd: Path, state: str = "all") -> list[tuple[str, str]]:
+    """(job id, state) of the SLURM jobs that run in `wd`, oldest first (squeue keeps finished jobs for
+    tools/slurm-local's MinJobAge)."""
+    q = subprocess.run(["squeue", f"--states={state}", "-h", "-o", "%i %T %Z"], capture_output=True, text=True,
+                       env=env)
+    return sorted(((j, s) for j, s, d in (ln.split() for ln in q.stdout.splitlines()) if d == str(wd)),
+                  key=lambda js: int(js[0]))

@@ -1,5 +1,5 @@
 """torchrun DDP on CPU ranks (gloo), without SLURM: 2 ranks at batch b/2 equal 1 rank at batch b, a two-rank
-run resumes exactly, a rank that dies ends the job with its error. Through SLURM: tests/test_slurm.py.
+run resumes exactly, a rank that dies ends the job with its error. Through SLURM: tests/test_slurm_preemption.py.
 Its own module, so that pytest-xdist runs it beside the SLURM tests."""
 
 from __future__ import annotations

@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["utils", "rejects", "params", "weights", "tracking", "io", "data", "models", "losses", "metrics",
           "train", "infer", "evaluate", "study", "bench", "cli", "__main__"]
 # in-function g4g imports that must stay there, with the reason
+_ONE_COMMAND = ("a command imports only the code it runs: a job never pays for another rule's imports (torch, "
+                "scipy, librosa: seconds of every job's fixed cost), and a mistyped option is answered at once")
 LAZY = {
     "g4g/train/commands.py": "OMP_WAIT_POLICY must be set before torch is imported, once the workers are known",
+    "g4g/data/commands.py": _ONE_COMMAND,
+    "g4g/infer/commands.py": _ONE_COMMAND,
+    "g4g/evaluate/commands.py": _ONE_COMMAND,
+    "g4g/study/commands.py": _ONE_COMMAND + " (flask only for `g4g study serve`)",
 }
 
 

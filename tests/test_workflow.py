@@ -1,6 +1,6 @@
 """The Snakemake workflow: lint, the preparation stages, reruns after a changed parameter, and what a run of
 the whole demo DAG publishes. That a second run in another folder publishes the same bytes is
-tests/test_slurm.py's test_demo_dag_through_the_slurm_profile (the same DAG through SLURM)."""
+tests/test_slurm_dag.py's test_demo_dag_through_the_slurm_profile (the same DAG through SLURM)."""
 
 import json
 import subprocess
@@ -51,7 +51,7 @@ def test_changed_param_reruns_only_dependent_jobs(tiny_dag, tmp_path):
 
 def test_published_files_hold_only_what_the_computation_determines(tiny_dag):
     """Issue 8: model files, tables, metrics and loss logs hold what the computation determines (so a second run
-    publishes the same bytes, see test_slurm.py); timings and provenance are kept beside them."""
+    publishes the same bytes, see test_slurm_dag.py); timings and provenance are kept beside them."""
     outputs = dvc_outputs("demo", ["full"])
     assert "results/models/demo/full/model.pt" in outputs and "results/table1.csv" in outputs
     assert all((tiny_dag / out).exists() for out in outputs), [o for o in outputs if not (tiny_dag / o).exists()]

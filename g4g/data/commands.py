@@ -9,6 +9,9 @@
     g4g contact-sheet   rule contact_sheet   contact sheet PNG of one clip
     g4g landmarks, g4g crops                 the faces stage in two passes (tools; byte-identical output)
 
+Each command imports the code it runs when it runs (a `g4g resample` job never loads the landmark detector,
+and a mistyped option is answered before torch is imported).
+
 Settings come from params.yaml (its sections are listed by `--help`), a JSON object of sections
 (`--params`, what the rules pass), or `--SECTION.KEY` options.
 """
@@ -18,20 +21,14 @@ from __future__ import annotations
 import json
 import logging
 
-from g4g.data.contact_sheet import contact_sheet
-from g4g.data.demo import generate_demo
-from g4g.data.faces import run_crops, run_faces, run_landmarks
-from g4g.data.mels import run_mels
-from g4g.data.prepare import run_summary
-from g4g.data.resample import run_resample
-from g4g.data.scan import scan
-from g4g.data.shards import write_table
 from g4g.params import add_options, from_args
 
 log = logging.getLogger("g4g")
 
 
 def cmd_demo_data(a) -> None:
+    from g4g.data.demo import generate_demo
+
     p = from_args(a)
     ds = p.datasets.get("demo") if p.datasets else None
     kw = {k: getattr(ds, k) for k in ("n_clips", "size", "min_seconds", "max_seconds")} if ds else {}
@@ -40,6 +37,9 @@ def cmd_demo_data(a) -> None:
 
 
 def cmd_scan(a) -> None:
+    from g4g.data.scan import scan
+    from g4g.data.shards import write_table
+
     p = from_args(a)
     table, rejects = scan(p.datasets[p.dataset], p.seed)
     write_table(a.out, table)
@@ -48,36 +48,50 @@ def cmd_scan(a) -> None:
 
 
 def cmd_resample(a) -> None:
+    from g4g.data.resample import run_resample
+
     p = from_args(a)
     run_resample(a.manifest, a.shard, a.out, a.rejects, p.video, p.audio)
 
 
 def cmd_faces(a) -> None:
+    from g4g.data.faces import run_faces
+
     p = from_args(a)
     run_faces(a.resampled, a.out, a.rejects, p.landmarks, p.crop, p.video)
 
 
 def cmd_landmarks(a) -> None:
+    from g4g.data.faces import run_landmarks
+
     run_landmarks(a.resampled, a.out, a.rejects, from_args(a).landmarks)
 
 
 def cmd_crops(a) -> None:
+    from g4g.data.faces import run_crops
+
     p = from_args(a)
     run_crops(a.resampled, a.landmarks, a.out, a.rejects, p.crop, p.video)
 
 
 def cmd_mels(a) -> None:
+    from g4g.data.mels import run_mels
+
     p = from_args(a)
     run_mels(a.resampled, a.out, a.rejects, p.mel, p.audio)
 
 
 def cmd_prepare(a) -> None:
+    from g4g.data.prepare import run_summary
+
     p = from_args(a)
     s = run_summary(a.manifest, a.frames, a.mels, a.rejects_in, a.clips, a.rejects, a.summary, p.ds.split, p.seed)
     log.info("prepared: %s", json.dumps(s))
 
 
 def cmd_contact_sheet(a) -> None:
+    from g4g.data.contact_sheet import contact_sheet
+
     print(contact_sheet(a.frames, a.mels, a.out, clip_id=a.clip, n=a.n, resampled=a.resampled))
 
 

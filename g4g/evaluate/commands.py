@@ -8,7 +8,8 @@
 
 Settings: the project's params.yaml (sections evaluate, mel, tracking), the sections given as JSON with
 --params (what the rules pass; not `tracking`: as for training, where runs are logged re-runs nothing),
-then `--evaluate.KEY`... options.
+then `--evaluate.KEY`... options. Each command imports the code it runs when it runs (`g4g show-table` loads
+no torch, and a mistyped option is answered at once).
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ import argparse
 import logging
 import os
 
-from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
-from g4g.evaluate.folders import parse_methods, score_folders
-from g4g.evaluate.runs import format_runs, table_runs
-from g4g.evaluate.score import evaluate_method
-from g4g.evaluate.tables import format_table, run_tables
 from g4g.infer.commands import set_threads, threads_option
 from g4g.params import add_options, as_dict, from_args, project_params
 
@@ -29,6 +25,8 @@ log = logging.getLogger("g4g")
 
 
 def cmd_evaluate(a) -> None:
+    from g4g.evaluate.score import evaluate_method
+
     p = from_args(a)
     set_threads(a.threads)
     evaluate_method(a.dataset, a.method, a.clips, a.resampled, a.videos, a.frames_out, a.summary, a.strip,
@@ -44,12 +42,16 @@ def _dataset_seed(text: str) -> tuple[str, int]:
 
 
 def cmd_tables(a) -> None:
+    from g4g.evaluate.tables import run_tables
+
     run_tables(a.summaries, a.datasets, a.table1_methods, a.table2_methods, a.table1, a.table2,
                a.metrics_dir, a.figures_dir, {d: project_params(d).seed for d in a.datasets} | dict(a.table_seed))
     print(a.table1)
 
 
 def cmd_score(a) -> None:
+    from g4g.evaluate.folders import parse_methods, score_folders
+
     methods = parse_methods(a.method)
     rows = score_folders(a.gt, methods, a.out, a.cache, a.cores)
     for r in rows:
@@ -60,16 +62,22 @@ def cmd_score(a) -> None:
 
 
 def cmd_runs(a) -> None:
+    from g4g.evaluate.runs import format_runs, table_runs
+
     p = from_args(a)
     print(format_runs(table_runs(a.table, a.uri or p.tracking.uri, a.experiment or p.tracking.experiment, a.lock,
                                  a.metrics_dir)))
 
 
 def cmd_show_table(a) -> None:
+    from g4g.evaluate.tables import format_table
+
     print("\n\n".join(format_table(t, a.source) for t in a.tables))
 
 
 def cmd_fingerprints(a) -> None:
+    from g4g.evaluate.fingerprints import artefacts, fingerprints, format_rows, write_csv
+
     p = from_args(a)
     rows = fingerprints(artefacts(p.dataset, a.variants or p.variants))
     if a.out:

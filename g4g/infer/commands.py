@@ -5,7 +5,8 @@
     g4g reference-videos ...       the trivial baselines of the tables (rule `reference_videos`)
 
 Settings: the project's params.yaml (sections infer, mel, audio; `g4g lipsync` also landmarks and crop),
-the sections given as JSON with --params (what the rules pass), then `--infer.KEY`... options.
+the sections given as JSON with --params (what the rules pass), then `--infer.KEY`... options. Each command
+imports the code it runs when it runs: a mistyped option is answered before torch is imported.
 """
 
 from __future__ import annotations
@@ -13,12 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-import cv2
-import torch
-
-from g4g.infer.lipsync import lipsync
-from g4g.infer.references import reference_videos
-from g4g.infer.testset import infer_test_set
 from g4g.params import add_options, from_args
 
 log = logging.getLogger("g4g")
@@ -27,11 +22,16 @@ log = logging.getLogger("g4g")
 def set_threads(n: int | None) -> None:
     """Bound torch's and OpenCV's thread pools (several jobs share the cores; oversubscription is slow)."""
     if n:
+        import cv2
+        import torch
+
         torch.set_num_threads(n)
         cv2.setNumThreads(n)
 
 
 def cmd_lipsync(a) -> None:
+    from g4g.infer.lipsync import lipsync
+
     p = from_args(a)
     set_threads(a.threads or p.infer.threads)
     stats = lipsync(a.video, a.audio, a.checkpoint, a.out, p.infer, p.landmarks, p.crop, p.mel, p.audio,
@@ -41,6 +41,8 @@ def cmd_lipsync(a) -> None:
 
 
 def cmd_infer(a) -> None:
+    from g4g.infer.testset import infer_test_set
+
     p = from_args(a)
     set_threads(a.threads)
     infer_test_set(a.clips, a.resampled, a.checkpoint, a.out, a.index, a.rejects, p.infer, p.mel, p.audio,
@@ -48,6 +50,8 @@ def cmd_infer(a) -> None:
 
 
 def cmd_reference_videos(a) -> None:
+    from g4g.infer.references import reference_videos
+
     p = from_args(a)
     set_threads(a.threads)
     reference_videos(a.clips, a.resampled, a.kind, a.out, a.index, a.rejects, p.infer, seed=p.seed)

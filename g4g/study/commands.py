@@ -5,21 +5,19 @@
     g4g study serve [--host H] [--port P]  the rating page, on loopback unless --host says otherwise
     g4g study table                        results/table3.csv and .md, the paper's rows beside them
 
-Every subcommand takes --study FOLDER (default results/study): the study's SQLite file and its videos.
+Every subcommand takes --study FOLDER (default results/study): the study's SQLite file and its videos. Each
+action imports the code it runs when it runs (the web server's flask only for `serve`).
 """
 
 from __future__ import annotations
-
-from g4g.evaluate.folders import parse_methods
-from g4g.study.build import create_study
-from g4g.study.server import serve
-from g4g.study.store import Study
-from g4g.study.table import write_table3
 
 DEFAULT = "results/study"
 
 
 def cmd_create(a) -> None:
+    from g4g.evaluate.folders import parse_methods
+    from g4g.study.build import create_study
+
     study = create_study(a.study, parse_methods(a.method), a.gt, a.clips, a.seed, a.height)
     items = study.items()
     print(f"{study.folder}: {len({i[1] for i in items})} clips x {len({i[2] for i in items})} methods = "
@@ -27,6 +25,8 @@ def cmd_create(a) -> None:
 
 
 def cmd_invite(a) -> None:
+    from g4g.study.store import Study
+
     study = Study(a.study)
     if a.renew and (a.count or not a.names):
         raise ValueError("--renew makes new links for raters named on the command line, not --count")
@@ -46,10 +46,14 @@ def cmd_invite(a) -> None:
 
 
 def cmd_serve(a) -> None:
+    from g4g.study.server import serve
+
     serve(a.study, a.host, a.port, a.behind_proxy)
 
 
 def cmd_table(a) -> None:
+    from g4g.study.table import write_table3
+
     rows = write_table3(a.study, a.out)
     for r in rows:
         print(f"{r['label']:<24} " + "  ".join(f"{c} {r[c]:.2f}" for c in ("visual_quality", "lip_sync", "realness"))
