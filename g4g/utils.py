@@ -91,6 +91,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder `<tmp>/<prefix><pid>-*`, removed when the block ends. Folders of the same prefix
+    whose process is gone (killed with -9, so its block never ended) are removed first; the pid in the
+    name tells them from a running process's, whose folder is never touched."""
+    import shutil
+
+    for old in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), f"{glob.escape(prefix)}*-*")):
+        pid = os.path.basename(old)[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("removed %s, left by process %s, which ended without removing it", old, pid)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

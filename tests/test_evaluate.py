@@ -476,6 +476,7 @@ def test_score_folders_without_a_model(tmp_path):
     clips = {(c["method"], c["clip_id"]): c for c in csv.DictReader(open(tmp_path / "out" / "clips.csv"))}
     assert len(clips) == 3 * 3  # every ground-truth clip, for each method and the ground truth itself
     assert clips[("a", "demo_000")]["status"] == "scored" and float(clips[("a", "demo_000")]["PSNR"]) > 35
+    assert "an exact copy scores about 42 dB there" in r.stdout  # the JPEG ceiling, said (issue 23 item 7)
     assert clips[("a", "demo_001")]["status"] == "scored" and 20 < float(clips[("a", "demo_001")]["PSNR"]) < 40
     for m in ("a", "b", "ground_truth"):
         assert clips[(m, "noface")]["reason"].startswith("ground truth not prepared: "), clips[(m, "noface")]

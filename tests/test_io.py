@@ -89,6 +89,44 @@ def test_variable_frame_rate(tmp_path):
     assert np.all(np.diff(idx[25:]) <= 1) and (np.diff(idx[25:]) == 0).any()  # frames repeat
 
 
+@pytest.mark.parametrize("rate", ["25", "30000/1001", "30"])
+@pytest.mark.parametrize("container", ["mkv", "mp4", "mov", "webm"])
+def test_constant_rates_are_exact_in_every_container(tmp_path, container, rate):
+    """Issue 23 item 1: Matroska and WebM stamp frames in whole milliseconds (30 fps as 33, 33, 34 ms), and
+    the median interval made a 30 fps source 30.30 fps (1000/33), so `g4g lipsync` rendered it at that rate.
+    The declared rate, or a common one, that the timestamps fit within their precision is the rate."""
+    from fractions import Fraction
+
+    path = tmp_path / f"c.{container}"
+    codec = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"] if container == "webm" else \
+        ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate={rate}", "-frames:v", "46", *codec, str(path))
+    info = probe(path)
+    assert Fraction(info.fps).limit_denominator(1001) == Fraction(rate) and not info.variable_rate, info
+    assert info.n_frames == 46 and info.duration == pytest.approx(46 / float(Fraction(rate)), abs=1e-9)
+
+
+@pytest.mark.parametrize("rate", ["25", "30000/1001", "30", "60"])
+def test_a_video_with_sound_keeps_every_frame(tmp_path, rate):
+    """Issue 23 item 2: muxed with `-shortest`, a render whose audio ends inside its last frame (lip-sync cuts
+    the audio to the frames' length, and AAC rounds it) lost that frame: 388 frames at 30 fps came out as
+    387. Given the duration, every frame is kept and the audio lasts as long as the video, within a frame."""
+    from fractions import Fraction
+
+    from g4g.io.audio import write_wav
+    from g4g.io.video import VideoWriter
+
+    fps, n = Fraction(rate), 20
+    wav = tmp_path / "a.wav"  # ends 0.3 frame before the last frame ends
+    write_wav(wav, 0.1 * np.sin(np.arange(int((n - 0.3) / fps * 16000)) / 5).astype(np.float32), 16000)
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, fps, (64, 48), audio=wav, duration=n / fps) as vw:
+        for i in range(n):
+            vw.write(np.full((48, 64, 3), 10 * i, np.uint8))
+    assert len(frame_times(out)) == n and len(decode_all(out)) == n
+    assert load_audio(out, 16000).size / 16000 == pytest.approx(float(n / fps), abs=float(1 / fps))
+
+
 @pytest.mark.parametrize("kind", ["zero", "garbage", "truncated", "missing"])
 def test_broken_files_raise_clip_error(tmp_path, kind):
     p = tmp_path / f"{kind}.mp4"
@@ -110,6 +148,21 @@ def test_no_audio_stream(tmp_path):
     assert not probe(p).has_audio
     with pytest.raises(ClipError, match="no audio stream"):
         load_audio(p)
+
+
+def test_ffmpeg_errors_are_said_in_words(tmp_path):
+    """Issue 23 item 5: a damaged file's reason said only ffmpeg's raw text ("Error number -1145393733",
+    "Error opening output files: Invalid argument"); now what it means, with the raw text kept."""
+    from g4g.io.audio import ffmpeg_reason
+
+    assert ffmpeg_reason("[aac @ 0x1] Error number -1145393733 occurred") == (
+        "invalid data: corrupt or cut short (truncated?) (ffmpeg: Error number -1145393733 occurred)")
+    assert "parameters cannot be read" in ffmpeg_reason("Error opening output files: Invalid argument")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ClipError, match=r"junk.bin: the audio does not decode.*not a media file, or corrupt or "
+                                        r"cut short \(truncated\?\)"):
+        load_audio(junk)
 
 
 def test_silent_audio_level(tmp_path):

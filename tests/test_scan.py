@@ -19,6 +19,13 @@ def test_split_hdtf_is_deterministic_and_sized():
     assert a != c
 
 
+def test_a_dataset_smaller_than_its_test_split_is_warned(caplog):
+    """2 clips and a protocol of 3 test clips: 1 test clip (one is left to train on), and the log says so."""
+    s = split_clips(["a", "b"], build(SplitParams, {"protocol": "count", "n_test": 3}), seed=0)
+    assert sorted(s.values()) == ["test", "train"]
+    assert "2 clip(s) listed, so 1 test clip(s) instead of the protocol's 3" in caplog.text
+
+
 def test_split_lrs2():
     s = split_clips(IDS, build(SplitParams, {"protocol": "lrs2", "test_fraction": 0.2, "n_test": 45}), seed=3)
     vals = list(s.values())
@@ -109,13 +116,15 @@ def test_sound_beside_the_picture_or_in_a_manifest(tmp_path):
     with pytest.raises(ClipError, match="no audio stream.*mute.wav"):
         resample_clip(rows["mute"], v, a)
 
-    # the same clips through a manifest, sound files kept elsewhere
+    # a manifest pairs the videos it names with sound kept elsewhere; the folder's other videos stay clips
+    # (issue 23 item 4: a one-line manifest made a one-clip dataset, and a test split of 0, without a word)
     (root / "long_sound.wav").rename(root / "audio" / "speaker1.wav")
-    (root / "list.csv").write_text("video,audio\nlong_sound.mp4,audio/speaker1.wav\nown.mp4,\n")
+    (root / "list.csv").write_text("video,audio\nlong_sound.mp4,audio/speaker1.wav\n")
     ds = build(DatasetParams, {"root": str(root), "manifest": str(root / "list.csv"), "split": {"n_test": 1}})
     clips = dataset_clips(ds)
-    assert list(clips) == ["long_sound", "own"]
+    assert list(clips) == ["long_sound", "mute", "own", "short_sound"]
     assert clips["long_sound"].audio == str(root / "audio" / "speaker1.wav") and clips["own"].audio is None
+    assert clips["short_sound"].audio.endswith("short_sound.flac")
     (root / "bad.csv").write_text("video,audio\nnot_there.mp4,\n")
     with pytest.raises(FileNotFoundError, match="bad.csv.*not_there.mp4"):
         dataset_clips(build(DatasetParams, {"root": str(root), "manifest": str(root / "bad.csv")}))

@@ -2,6 +2,7 @@
 
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -120,3 +121,35 @@ def test_a_rerun_clears_its_own_leftovers_only(tmp_path):
         tmp.write_text("new")
     assert not any(p.exists() for p in mine) and all(p.exists() for p in other)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [p.name for p in other])
+
+
+def test_a_killed_process_scratch_folder_is_removed_by_the_next(tmp_path, monkeypatch):
+    """Issue 23 item 6: `g4g lipsync` killed with -9 left `g4g-lipsync-*` (the extracted audio) in the system
+    temp folder. The next scratch_dir of that prefix removes the folders of processes that are gone, by the
+    pid in their name, and never a running process's."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from g4g.utils import scratch_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    code = ("import sys, time\nfrom g4g.utils import scratch_dir\nwith scratch_dir('g4g-lipsync-') as d:\n"
+            "    (d / 'audio.wav').write_bytes(b'x')\n    print(d, flush=True)\n    time.sleep(600)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)}) for _ in range(2)]
+    killed, running = procs
+    try:
+        folders = [Path(p.stdout.readline().strip()) for p in procs]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert all((f / "audio.wav").exists() for f in folders)  # kill -9: nothing ran to remove it
+        with scratch_dir("g4g-lipsync-") as mine:
+            assert not folders[0].exists() and folders[1].exists()  # the running process's stays
+            assert mine.exists() and str(os.getpid()) in mine.name
+        assert not mine.exists()
+    finally:
+        running.kill()
+        running.wait()

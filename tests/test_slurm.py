@@ -149,6 +149,7 @@ def test_profile_refuses_what_the_cluster_cannot_give(slurm, tmp_path):
                            capture_output=True, text=True, env=env, cwd=wd, timeout=300)
         last = r.stderr.strip().splitlines()[-1]
         assert r.returncode != 0 and var in last and all(w in last for w in words), r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) <= 2, r.stderr[-2000:]  # no usage text before it
     assert not slurm_jobs(env, wd)
 
 
@@ -167,4 +168,7 @@ def test_profile_without_slurm_says_so(tmp_path):
                        capture_output=True, text=True, env=env, cwd=wd, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "SLURM is not installed here (no sbatch on PATH)" in r.stderr.splitlines()[-1]
+    # and nothing else but Snakemake's own "Using workflow specific profile" line: no 120 lines of usage text
+    # before it (issue 23 item 8)
+    assert len(r.stderr.strip().splitlines()) <= 2 and "usage:" not in r.stderr, r.stderr[-3000:]
     assert "tools/slurm-local up" in r.stderr.splitlines()[-1]

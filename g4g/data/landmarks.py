@@ -23,8 +23,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from g4g import weights
-from g4g.io.video import LIMITED_TO_FULL, Yuv420, iter_frames
-from g4g.params import LandmarkParams
+from g4g.io.video import LIMITED_TO_FULL, Damage, Yuv420, iter_frames
+from g4g.params import LandmarkParams, VideoParams
 from g4g.rejects import ClipError
 
 NOSE, MOUTH = slice(27, 36), slice(48, 68)
@@ -434,14 +434,17 @@ class LandmarkStream:
 
 
 def track_landmarks(video_path, index_map: np.ndarray, params: LandmarkParams | None = None,
-                    progress: bool = False) -> LandmarkTrack:
+                    progress: bool = False, damage: Damage | None = None,
+                    max_damaged: float = VideoParams().max_damaged) -> LandmarkTrack:
     """Landmarks for every output frame of `index_map` (see g4g.io.video.resample_index), streamed.
 
-    Raises ClipError when fewer than `min_detected_fraction` of the frames show a face.
+    Raises ClipError when fewer than `min_detected_fraction` of the frames show a face, or when more than
+    `max_damaged` of them do not decode (`damage` collects those that do not: g4g.io.video.iter_frames).
     """
     p = params or LandmarkParams()
     stream = LandmarkStream(len(index_map), p)
-    frames = iter_frames(video_path, index_map, fmt="rgb24", raw_yuv420p=True)  # as the faces stage reads
+    frames = iter_frames(video_path, index_map, fmt="rgb24", raw_yuv420p=True,  # as the faces stage reads
+                         damage=damage, max_damaged=max_damaged)
     if progress:
         from tqdm import tqdm
 

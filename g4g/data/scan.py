@@ -7,7 +7,8 @@ fails a stage never changes which other clips are test clips.
 
 A clip's sound is the video's own audio stream unless a sound file sits beside it under the same name
 (`talk.mp4` + `talk.wav`, any of AUDIO_EXTENSIONS), or the dataset's `manifest` CSV pairs them
-(columns video, audio). A separate sound file of another length is fitted by the resample stage.
+(columns video, audio; the folder's other videos are listed as usual). A separate sound file of another
+length is fitted by the resample stage.
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ def dataset_clips(ds: DatasetParams) -> dict[str, Source]:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: put the raw videos there "
                                 f"(or point params.yaml datasets.<name>.root at them)")
-    pairs = _manifest_pairs(root, Path(ds.manifest)) if ds.manifest else _folder_pairs(root)
+    pairs = _folder_pairs(root)
+    if ds.manifest:  # it pairs the videos it names with their sound; the rest of the folder stays as scanned
+        listed = _manifest_pairs(root, Path(ds.manifest))
+        named = {video.resolve() for video, _ in listed}
+        pairs = listed + [(video, audio) for video, audio in pairs if video.resolve() not in named]
     clips: dict[str, Source] = {}
     for video, audio in pairs:
         cid = clip_id_for(str(video.relative_to(root)) if video.is_relative_to(root) else video.name)
@@ -115,7 +120,11 @@ def split_clips(clip_ids: list[str], split: SplitParams, seed: int) -> dict[str,
     proto = split.protocol
     out = {c: "train" for c in ids}
     if proto in ("hdtf", "count"):
-        n = min(20 if split.n_test is None else split.n_test, max(len(ids) - 1, 0))
+        want = 20 if split.n_test is None else split.n_test
+        n = min(want, max(len(ids) - 1, 0))  # at least one clip is left to train on
+        if n < want:
+            log.warning("test split: %d clip(s) listed, so %d test clip(s) instead of the protocol's %d", len(ids),
+                        n, want)
         for c in rng.choice(ids, size=n, replace=False) if n else []:
             out[c] = "test"
     elif proto == "lrs2":

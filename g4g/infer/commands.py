@@ -4,8 +4,10 @@
     g4g infer ...                  every test clip, reconstruction setting (Snakemake rule `infer`)
     g4g reference-videos ...       the trivial baselines of the tables (rule `reference_videos`)
 
-Settings: the project's params.yaml (sections infer, mel, audio; `g4g lipsync` also landmarks and crop),
-the sections given as JSON with --params (what the rules pass), then `--infer.KEY`... options. Each command
+Settings: the project's params.yaml (sections infer, mel, audio; `g4g lipsync` also landmarks, crop and
+video, of which it reads `max_damaged`: the frames that may fail to decode, as in preparation; its output
+rate is `infer.fps`), the sections given as JSON with --params (what the rules pass), then `--infer.KEY`...
+options. Each command
 imports the code it runs when it runs: a mistyped option is answered before torch is imported.
 """
 
@@ -35,7 +37,7 @@ def cmd_lipsync(a) -> None:
     p = from_args(a)
     set_threads(a.threads or p.infer.threads)
     stats = lipsync(a.video, a.audio, a.checkpoint, a.out, p.infer, p.landmarks, p.crop, p.mel, p.audio,
-                    progress=True)
+                    progress=True, video_p=p.video)
     print(a.out)
     log.info("timings (s): %s", {k: round(v, 2) for k, v in stats["timings"].items()})
 
@@ -71,7 +73,7 @@ def register(add) -> None:
     p.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC, the driving audio)")
     p.add_argument("--fps", type=float, dest="infer.fps", default=argparse.SUPPRESS,
                    help="output frame rate (default: the video's own; 25: the model's rate); = --infer.fps")
-    add_options(p, "infer", "landmarks", "crop", "mel", "audio")
+    add_options(p, "infer", "landmarks", "crop", "mel", "audio", "video")
     p.set_defaults(fn=cmd_lipsync)
 
     p = threads_option(add("infer"))

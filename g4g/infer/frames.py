@@ -5,6 +5,9 @@ too. Reading forward continues the open decoder; a request behind it (or far ahe
 key frame before the first wanted frame and decodes from there. The frames decoded on the way that a
 backward pass will want next are kept in a small cache, so a backward pass decodes each stretch once
 per chunk instead of once per frame. Frames come out the way players show them (rotation applied).
+Damaged files are read as preparation reads them (g4g.io.video.iter_frames): packets the decoder refuses
+are skipped, and a wanted frame that does not decode shows the next one that does, or the last one at a
+cut tail; `filled` counts them (whether there are too many is judged when the video is tracked).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-from g4g.io.video import _open
+from g4g.io.video import Damage, _decoded, _open
 from g4g.rejects import ClipError
 
 
@@ -39,9 +42,12 @@ class ChunkReader:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # source frame -> image
-        self._decoder = self._container.decode(self._stream)
+        self._damage = Damage()
+        self._decoder = _decoded(self._container, self._stream, self.path, self._damage)
         self._pos: int | None = -1  # source index of the last decoded frame (None: unknown, after a seek)
+        self._last: np.ndarray | None = None  # the last frame decoded: it stands in for a cut tail
         self.decoded = 0  # frames decoded so far (tests, benchmarks)
+        self.filled: set[int] = set()  # source frames that did not decode, shown as the next (or last) one
 
     # ------------------------------------------------------------------------------------- decoding
     def _restart(self, src: int) -> None:
@@ -52,13 +58,14 @@ class ChunkReader:
         else:
             self._container.seek(int(self._pts[src]), stream=self._stream, backward=True, any_frame=False)
             self._pos = None  # known again from the first frame's pts
-        self._decoder = self._container.decode(self._stream)
+        self._decoder = _decoded(self._container, self._stream, self.path, self._damage)
 
-    def _next(self) -> tuple[int, np.ndarray]:
+    def _next(self) -> tuple[int, np.ndarray] | None:
+        """The next decoded frame (source index, image), or None at the end of what decodes."""
         try:
             frame = next(self._decoder)
         except StopIteration:
-            raise ClipError(f"{self.path}: stream ended after source frame {self._pos}") from None
+            return None
         except av.error.FFmpegError as e:
             raise ClipError(f"{self.path}: decode failed near source frame {self._pos} ({e})") from e
         if frame.pts is not None and self._seekable:
@@ -70,7 +77,29 @@ class ChunkReader:
         rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
         if rot:
             img = np.ascontiguousarray(np.rot90(img, rot // 90))
+        self._last = img
         return self._pos, img
+
+    def _decode_to(self, hi: int, want: list[int], found: dict, keep_from: int) -> bool:
+        """Decode up to source frame `hi`, filling `found` with the frames of `want` (sorted) and keeping those
+        from `keep_from` on. A wanted frame that the decoder passed over (its packet refused) gets the next
+        frame that decodes. False when the stream ended first."""
+        first = None
+        while self._pos is None or self._pos < hi:
+            got = self._next()
+            if got is None:
+                return False
+            pos, img = got
+            first = pos if first is None else first
+            for s in want:
+                if first <= s < pos and s not in found:  # passed over: damaged
+                    found[s] = img
+                    self.filled.add(s)
+            if pos in want:
+                found[pos] = img
+            if pos >= keep_from:
+                self._keep(pos, img)
+        return True
 
     def _keep(self, src: int, img: np.ndarray) -> None:
         self._cache[src] = img
@@ -92,19 +121,16 @@ class ChunkReader:
                 self._restart(lo)
             # decoded frames just before `lo` are what a backward pass asks for next: keep a few
             keep_from = lo - max(0, self.cache_frames - (hi - lo + 1))
-            while self._pos is None or self._pos < hi:
-                pos, img = self._next()
-                if pos in missing:
-                    found[pos] = img
-                if pos >= keep_from:
-                    self._keep(pos, img)
+            whole = self._decode_to(hi, missing, found, keep_from)
             lost = [s for s in missing if s not in found]
-            if lost:  # a seek that landed after the wanted frame (broken index): decode from the start
+            if lost and whole:  # a seek that landed after the wanted frame (broken index): decode from the start
                 self._restart(0)
-                while self._pos is None or self._pos < lost[-1]:
-                    pos, img = self._next()
-                    if pos in lost:
-                        found[pos] = img
+                self._decode_to(lost[-1], lost, found, keep_from)
+            for s in (s for s in missing if s not in found):  # past the end of what decodes: a cut tail
+                if self._last is None:
+                    raise ClipError(f"{self.path}: no video frame decodes (corrupt data)")
+                found[s] = self._last
+                self.filled.add(s)
         return [found[int(s)] for s in src]
 
     def close(self) -> None:

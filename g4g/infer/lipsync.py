@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -40,11 +39,11 @@ from g4g.infer.frames import ChunkReader
 from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
 from g4g.io.audio import level_dbfs, load_audio, write_wav
-from g4g.io.video import VideoWriter, ffmpeg_exe, frame_times, probe, resample_index
+from g4g.io.video import Damage, VideoWriter, ffmpeg_exe, frame_times, probe, resample_index
 from g4g.models.loading import load_generator
-from g4g.params import PASTE_REGIONS, AudioParams, CropParams, InferParams, MelParams
+from g4g.params import PASTE_REGIONS, AudioParams, CropParams, InferParams, MelParams, VideoParams
 from g4g.rejects import ClipError
-from g4g.utils import resolve_device
+from g4g.utils import resolve_device, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +72,41 @@ def output_rate(video: str | os.PathLike, fps: float | None) -> Fraction:
 
 
 def track_video(video: str | os.PathLike, landmarks=None, crop: CropParams = CropParams(), fps: float = 25.0,
-                progress: bool = False) -> Track:
-    """Resample the video to `fps`, track 68 landmarks, derive the smoothed crop transforms."""
+                progress: bool = False, video_p: VideoParams = VideoParams()) -> Track:
+    """Resample the video to `fps`, track 68 landmarks, derive the smoothed crop transforms. Frames that do
+    not decode are judged as preparation judges them: up to `video_p.max_damaged` of them, each shows the
+    next one that does (counted in the stats), beyond it the video is refused."""
 
     info = probe(video)
     index_map = resample_index(frame_times(video), fps, info.duration)
     if len(index_map) == 0:
         raise ClipError(f"{video}: no frames at {fps:g} fps")
-    tr = track_landmarks(video, index_map, landmarks or LandmarkParams(), progress=progress)
+    damage = Damage()
+    try:
+        tr = track_landmarks(video, index_map, landmarks or LandmarkParams(), progress=progress, damage=damage,
+                             max_damaged=video_p.max_damaged)
+    except ClipError as e:  # "no face detected ...": say in which file
+        if str(video) in str(e):
+            raise
+        raise ClipError(f"{video}: {e}", stage=e.stage) from e
     to_crop = box_to_affine(crop_boxes(tr.points, crop), crop)
     return Track(index_map, to_crop, apply_affine(to_crop, tr.points.astype(np.float64)).astype(np.float32),
                  {"detected_fraction": tr.detected_fraction, "src_fps": info.fps, "width": info.width,
-                  "height": info.height})
+                  "height": info.height, "damaged_frames": len(damage.lost)})
 
 
 def read_driving_audio(audio, p: InferParams, mel: MelParams, silence_dbfs: float) -> np.ndarray:
     """float32 16 kHz mono from a path (any format with an audio stream) or an array; refuses silence
     (below `silence_dbfs`, params.yaml audio.silence_dbfs) unless p.allow_silent."""
 
-    wav = load_audio(audio, mel.sample_rate) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio, np.float32)
+    named = isinstance(audio, (str, os.PathLike))
+    wav = load_audio(audio, mel.sample_rate) if named else np.asarray(audio, np.float32)
+    which = f"{audio}: driving audio" if named else "driving audio"
     if len(wav) < mel.sample_rate / mel.fps:
-        raise ClipError(f"driving audio too short: {len(wav)} samples (< one frame)")
+        raise ClipError(f"{which} too short: {len(wav)} samples (< one frame)")
     db = level_dbfs(wav)
     if db < silence_dbfs and not p.allow_silent:
-        raise ClipError(f"driving audio is silent ({db:.1f} dBFS < {silence_dbfs:g}): nothing to lip-sync to "
+        raise ClipError(f"{which} is silent ({db:.1f} dBFS < {silence_dbfs:g}): nothing to lip-sync to "
                         f"(--infer.allow_silent true, or params.yaml infer.allow_silent, renders it anyway)")
     return wav
 
@@ -186,7 +196,7 @@ class Lipsync:
     # ------------------------------------------------------------------------------------ one video
     def run(self, video: str | os.PathLike, audio, out: str | os.PathLike, track: Track | None = None,
             mux_audio: str | os.PathLike | None = None, landmarks=None, crop: CropParams = CropParams(),
-            progress: bool = True) -> dict:
+            progress: bool = True, video_p: VideoParams = VideoParams()) -> dict:
         """Render `out` (mp4): `video` lip-synced to `audio` (a path or a float32 16 kHz array).
 
         track: precomputed landmarks/crops (the test-set driver passes the stored ones); otherwise they
@@ -198,14 +208,14 @@ class Lipsync:
         wav = read_driving_audio(audio, self.p, self.mel_p, self.audio_p.silence_dbfs)
         if track is None:  # render at the source's rate (or params.fps); the audio windows follow
             rate = output_rate(video, self.p.fps)
-            track = track_video(video, landmarks, crop, float(rate), progress=progress)
+            track = track_video(video, landmarks, crop, float(rate), progress=progress, video_p=video_p)
         else:  # the stored 25 fps track of a prepared clip: the evaluation protocol's rate
             rate = Fraction(self.mel_p.fps).limit_denominator(1001)
         n_out = n_output_frames(len(wav), self.mel_p.sample_rate, float(rate))
         order = pingpong_index(len(track), n_out)  # (n_out,) video frame per output frame
         mel = melspectrogram(wav, self.mel_p)
         with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames) as reader, \
-                tempfile.TemporaryDirectory(prefix="g4g-lipsync-") as tmp:
+                scratch_dir("g4g-lipsync-") as tmp:
             if mux_audio is None:  # the driving audio cut (or padded) to exactly the output's length
                 mux_audio = Path(tmp) / "audio.wav"
                 if isinstance(audio, (str, os.PathLike)):
@@ -225,7 +235,7 @@ class Lipsync:
                 from tqdm import tqdm
 
                 bar = tqdm(total=n_out, desc=f"lipsync {Path(out).name}", unit="fr")
-            with VideoWriter(out, rate, (first.shape[1], first.shape[0]), audio=mux_audio,
+            with VideoWriter(out, rate, (first.shape[1], first.shape[0]), audio=mux_audio, duration=n_out / rate,
                              crf=self.p.crf, preset=self.p.preset, threads=self.p.encode_threads) as vw:
                 spans = [(c0, min(n_out, c0 + self.p.chunk_frames)) for c0 in range(0, n_out, self.p.chunk_frames)]
                 self._render(spans, lambda c0, c1: self._read(reader, track, order, mel, c0, c1, float(rate)),
@@ -237,8 +247,8 @@ class Lipsync:
         seconds = time.perf_counter() - t0
         return {"n_frames": n_out, "video_frames": len(track), "audio_seconds": len(wav) / self.mel_p.sample_rate,
                 "pingpong": bool(n_out > len(track)), "seconds": seconds, "fps": n_out / seconds,
-                "output_fps": float(rate),
-                "decoded": reader.decoded, "references": r_idx.tolist(), **track.stats}
+                "output_fps": float(rate), "decoded": reader.decoded, "references": r_idx.tolist(),
+                "filled_frames": len(reader.filled), **track.stats}
 
     # ------------------------------------------------------------------------------------ chunk stages
     def _read(self, reader: ChunkReader, track: Track, order: np.ndarray, mel: np.ndarray, c0: int, c1: int,
@@ -305,10 +315,14 @@ class Lipsync:
 def lipsync(video: str | os.PathLike, audio: str | os.PathLike, checkpoint: str | os.PathLike,
             out: str | os.PathLike, params: InferParams = InferParams(), landmarks=None,
             crop: CropParams = CropParams(), mel: MelParams = MelParams(), audio_p: AudioParams = AudioParams(),
-            progress: bool = True) -> dict:
+            progress: bool = True, video_p: VideoParams = VideoParams()) -> dict:
     """`g4g lipsync`: one video + one audio file -> out.mp4 with the driving audio. Returns run stats."""
     engine = Lipsync.from_checkpoint(checkpoint, params, mel, audio_p)
-    stats = engine.run(video, audio, out, landmarks=landmarks, crop=crop, progress=progress)
+    stats = engine.run(video, audio, out, landmarks=landmarks, crop=crop, progress=progress, video_p=video_p)
+    if stats["damaged_frames"]:
+        log.warning("lipsync: %s: %d of %d source frames at %g fps do not decode (corrupt or cut data; at most "
+                    "video.max_damaged = %g allowed): each shows the next frame that does, or the last one",
+                    video, stats["damaged_frames"], stats["video_frames"], stats["output_fps"], video_p.max_damaged)
     log.info("lipsync: %d frames (%.2f s of audio, video %d frames%s) in %.1f s = %.1f frames/s -> %s",
              stats["n_frames"], stats["audio_seconds"], stats["video_frames"],
              ", ping-pong" if stats["pingpong"] else "", stats["seconds"], stats["fps"], out)

@@ -25,7 +25,7 @@ from g4g.infer.timeline import reference_frames
 from g4g.io.audio import write_wav
 from g4g.io.video import VideoWriter
 from g4g.params import InferParams
-from g4g.utils import stable_seed
+from g4g.utils import scratch_dir, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +51,18 @@ def stand_in_face(clip: TestClip, kind: str, seed: int = 0) -> tuple[np.ndarray,
 def render_reference(clip: TestClip, path: Path, kind: str, p: InferParams = InferParams(), seed: int = 0,
                      sigma_frac: float = 0.04) -> int:
     """Write the baseline video of one clip (its own audio muxed); returns the number of frames."""
-    import tempfile
-
-
     track = stored_track(clip)
     face, _ = stand_in_face(clip, kind, seed)
     T = len(track)
     ref_lmk = track.crop_landmarks[reference_frames(T)]  # G from the references, as G4G's paste-back
     chunk = p.chunk_frames
     with ChunkReader(clip.source, track.index_map, cache_frames=chunk) as reader, \
-            tempfile.TemporaryDirectory(prefix="g4g-ref-") as tmp:
+            scratch_dir("g4g-ref-") as tmp:
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, clip.audio)
         first = reader.get([0])[0]
         with VideoWriter(path, 25, (first.shape[1], first.shape[0]), audio=wav, crf=p.crf, preset=p.preset,
-                         threads=p.encode_threads) as writer:
+                         threads=p.encode_threads, duration=T / 25) as writer:
             for c0 in range(0, T, chunk):
                 idx = np.arange(c0, min(T, c0 + chunk))
                 frames = reader.get(idx)

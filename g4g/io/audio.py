@@ -17,6 +17,24 @@ from g4g.utils import atomic_path
 SAMPLE_RATE = 16000
 
 
+# ffmpeg's last words on a damaged file, and what they mean to a user
+FFMPEG_REASONS = (
+    ("moov atom not found", "its index (the MP4 'moov' atom) is missing: cut short while being written (truncated?)"),
+    ("Invalid data found when processing input", "invalid data: not a media file, or corrupt or cut short "
+                                                 "(truncated?)"),
+    ("Error number -1145393733", "invalid data: corrupt or cut short (truncated?)"),  # AVERROR_INVALIDDATA
+    ("Error opening output files: Invalid argument", "the audio stream's parameters cannot be read: corrupt or "
+                                                     "cut short (truncated?)"),
+)
+
+
+def ffmpeg_reason(err: str) -> str:
+    """What ffmpeg's error output says, in words a user can act on (FFMPEG_REASONS), with its own text."""
+    last = re.sub(r"^(\[[^\]]*\]\s*)+", "", err.strip().splitlines()[-1]) if err.strip() else "no message"
+    meaning = next((m for key, m in FFMPEG_REASONS if key in err), None)
+    return f"{meaning} (ffmpeg: {last})" if meaning else f"ffmpeg: {last}"
+
+
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream of any file to mono float32 in [-1, 1] at `sr` Hz."""
     p = Path(path)
@@ -29,12 +47,11 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     if proc.returncode != 0:
         if "matches no streams" in err or "Stream map" in err:
             raise ClipError(f"{p}: no audio stream")
-        why = re.sub(r"^(\[[^\]]*\]\s*)+", "", err.splitlines()[-1]) if err else f"exit status {proc.returncode}"
+        why = ffmpeg_reason(err) if err else f"ffmpeg: exit status {proc.returncode}"
         if proc.stdout:  # it decoded for a while, then met corrupt or missing data
             raise ClipError(f"{p}: the audio stops decoding after {len(proc.stdout) / 2 / sr:.2f} s "
-                            f"(corrupt or cut data; ffmpeg: {why})")
-        raise ClipError(f"{p}: the audio does not decode, expected a sound file or a video with sound "
-                        f"(ffmpeg: {why})")
+                            f"(corrupt data, or the file is truncated?; {why})")
+        raise ClipError(f"{p}: the audio does not decode, expected a sound file or a video with sound ({why})")
     pcm = np.frombuffer(proc.stdout, dtype="<i2")
     if pcm.size == 0:
         raise ClipError(f"{p}: audio stream decodes to no samples")

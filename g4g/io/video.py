@@ -81,6 +81,31 @@ def _packet_pts(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         return np.sort(np.asarray(pts, dtype=np.int64)), float(s.time_base)
 
 
+# Frame rates cameras and editors use; a measured rate within the timestamps' precision of one of them is it
+COMMON_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+                Fraction(50), Fraction(60000, 1001), Fraction(60))
+
+
+def frame_rate(times: np.ndarray, tick: float, declared: Fraction | None = None) -> Fraction | None:
+    """The constant rate the frame `times` (s) were stamped at, or None where they do not fit one (a variable
+    rate). Timestamps are rounded to the container's `tick` (Matroska and WebM: 1 ms, so 30 fps comes as
+    33, 33, 34 ms steps whose median says 30.30), so a rate fits when every frame's time is within one tick
+    of k / rate. The stream's `declared` rate is tried first, then COMMON_RATES, then the mean interval."""
+    if len(times) < 2:
+        return declared
+    k = np.arange(len(times))
+    t = times - times[0]
+
+    def fits(rate: Fraction) -> bool:
+        return rate > 0 and float(np.abs(t - k / float(rate)).max()) <= tick + 1e-9
+
+    mean = Fraction(len(times) - 1) / Fraction(float(t[-1])).limit_denominator(1_000_000) if t[-1] > 0 else None
+    for rate in (declared, *COMMON_RATES, mean and mean.limit_denominator(1001)):
+        if rate is not None and fits(rate):
+            return rate
+    return None
+
+
 def frame_times(path: str | os.PathLike) -> np.ndarray:
     """Presentation times (s) of every video frame, sorted, from the packets alone (no decode)."""
     pts, tb = _packet_pts(path)
@@ -94,6 +119,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     times = frame_times(path)
     with _open(path) as c:
         s = c.streams.video[0]
+        tick, declared = float(s.time_base), s.average_rate or s.guessed_rate
         rotation = 0
         try:
             first = next(c.decode(s))
@@ -106,11 +132,16 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         a = c.streams.audio[0] if c.streams.audio else None
         codec = s.codec_context.name
     dt = np.diff(times)
-    step = float(np.median(dt)) if len(dt) else 1 / 25
+    rate = frame_rate(times, tick, Fraction(declared) if declared else None)
+    if rate is not None:  # constant rate: exact, whatever the rounding of the timestamps
+        step = 1 / float(rate)
+    else:  # variable rate: the typical interval
+        step = float(np.median(dt)) if len(dt) else 1 / 25
     fps = 1.0 / step if step > 0 else 25.0
-    vfr = bool(len(dt) > 2 and (dt.max() - dt.min()) > 0.25 * step)
+    vfr = bool(len(dt) > 2 and (dt.max() - dt.min()) > 0.25 * step + 2 * tick)
+    duration = len(times) * step if rate is not None else float(times[-1] + step)
     return VideoInfo(path=str(path), width=w, height=h, rotation=rotation, fps=fps, n_frames=len(times),
-                     duration=float(times[-1] + step), codec=codec, variable_rate=vfr,
+                     duration=duration, codec=codec, variable_rate=vfr,
                      has_audio=a is not None)
 
 
@@ -305,11 +336,15 @@ class VideoWriter:
 
     Written to a temporary name and renamed on a clean close (use as a context manager). The same frames
     and audio give the same bytes with the same ffmpeg build and thread count (g4g.params.ENCODE_THREADS).
+    With audio, the output lasts `duration` s (the frames' count / fps: every frame is kept, the audio is
+    cut there) or, without it, as long as the shorter stream: ffmpeg's `-shortest`, which can drop the last
+    video frame when the audio ends within it (a 30 fps render of 388 frames came out with 387).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, size: tuple[int, int],
                  audio: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
-                 codec: str = "libx264", threads: int = ENCODE_THREADS, extra_args: Iterable[str] = ()):
+                 codec: str = "libx264", threads: int = ENCODE_THREADS, extra_args: Iterable[str] = (),
+                 duration: float | None = None):
         self.path = Path(path)
         self.size = size
         self._ctx = atomic_path(self.path)
@@ -323,7 +358,8 @@ class VideoWriter:
         cmd += ["-c:v", codec, "-preset", preset, "-crf", str(crf), "-threads", str(threads), *pix,
                 *extra_args]
         if audio is not None:
-            cmd += ["-c:a", "aac", "-b:a", "128k", "-map", "0:v:0", "-map", "1:a:0", "-shortest"]
+            cmd += ["-c:a", "aac", "-b:a", "128k", "-map", "0:v:0", "-map", "1:a:0",
+                    *(["-t", f"{float(duration):.6f}"] if duration is not None else ["-shortest"])]
         cmd += ["-movflags", "+faststart", str(self._tmp)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.n = 0
