@@ -150,9 +150,11 @@ def test_external_folder_is_scored_and_missing_weights_leave_columns_empty(prepa
 
 
 def test_lse_in_both_framings_and_the_labelled_fallback_detector(prepared, tmp_path, monkeypatch):
-    """syncnet_v2 weights present (random ones), sfd_face.pth not: LSE-D/LSE-C are framed with dlib's HOG
-    boxes and say so; the clip (a test pattern) holds no face, so they are empty with the reason, while
-    the landmark-crop columns are filled."""
+    """syncnet_v2 weights present (random ones), sfd_face.pth not. By default (no surrogates) LSE-D/LSE-C stay
+    empty, the note naming the missing file and the setting that would allow dlib's HOG boxes instead (issue
+    25: they were filled from HOG boxes without anyone opting in); the landmark-crop columns need no face
+    detector and are filled. With evaluate.allow_surrogates they are framed with the HOG boxes and say so; the
+    clip (a test pattern) holds no face, so they are empty with that reason."""
     import torch
 
     from g4g.evaluate.score import evaluate_method
@@ -166,17 +168,27 @@ def test_lse_in_both_framings_and_the_labelled_fallback_detector(prepared, tmp_p
     ext = tmp_path / "ext"
     ext.mkdir()
     shutil.copy(prepared["video"], ext / "c0.mp4")
-    s = evaluate_method("demo", "ext", prepared["clips"], prepared["resampled"], str(ext), str(tmp_path / "m"),
-                        str(tmp_path / "m.json"), None, EvalParams(chunk_frames=8, strip_frames=0),
-                        tracking={"mlflow": False}, progress=False)
+
+    def score(name: str, **p) -> dict:
+        return evaluate_method("demo", "ext", prepared["clips"], prepared["resampled"], str(ext), str(tmp_path / name),
+                               str(tmp_path / f"{name}.json"), None, EvalParams(chunk_frames=8, strip_frames=0, **p),
+                               tracking={"mlflow": False}, progress=False)
+
+    s = score("default")
+    assert {"LSE-D (landmark crop)", "LSE-C (landmark crop)"} <= set(s["metrics"])
+    assert not {"LSE-D", "LSE-C"} & set(s["metrics"]) and "LSE face boxes" not in s["weights"]
+    boxes = next(n for n in s["notes"] if n.startswith("LSE face boxes empty"))
+    assert "sfd_face.pth" in boxes and "evaluate.allow_surrogates: true" in boxes, boxes
+
+    s = score("surrogate", allow_surrogates=True)
     assert {"LSE-D (landmark crop)", "LSE-C (landmark crop)"} <= set(s["metrics"])
     assert not {"LSE-D", "LSE-C"} & set(s["metrics"])
     assert s["weights"]["LSE face boxes"].startswith("surrogate: dlib HOG face boxes instead of S3FD")
     notes = " ".join(s["notes"])
     assert "framed with surrogate: dlib HOG" in notes and "no face track by syncnet_python's rules" in notes
-    assert [n.split(":")[0] for n in s["notes"][:4]] == [  # the network and its framing named together
-        "LPIPS empty", "FID empty", "LSE-D, LSE-C framed with surrogate", "LSE (own SyncNet) not computed"]
-    frames = pq.read_table(tmp_path / "m" / "c0.parquet")
+    assert [n.split(":")[0] for n in s["notes"][:3]] == [  # the network and its framing named together
+        "LPIPS empty", "FID empty", "LSE-D, LSE-C framed with surrogate"]
+    frames = pq.read_table(tmp_path / "surrogate" / "c0.parquet")
     assert "sync_dist" in frames.column_names and "sync_dist_tracks" not in frames.column_names
 
 

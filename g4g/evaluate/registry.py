@@ -232,13 +232,17 @@ class FullFrameImage(CropImage):
 
 
 def _face_boxes(ms: MetricSet):
-    """The face boxes of syncnet_python's framing: S3FD, or without its weights dlib's HOG detector, labelled as a
-    surrogate in the weights and the notes."""
+    """The face boxes of syncnet_python's framing: S3FD; without its weights, dlib's HOG detector only where
+    evaluate.allow_surrogates says so (labelled as a surrogate in the weights and the notes), else None: the
+    published-scale columns stay empty, their note naming the missing file and the setting."""
 
     def build():
         try:
             return S3FD(pretrained=True, device=ms.device)
         except WeightsError as e:
+            if not ms.p.allow_surrogates:
+                raise WeightsError(f"{str(e).splitlines()[0]} (evaluate.allow_surrogates: true frames the video "
+                                   f"with dlib's HOG detector instead, labelled)") from e
             faces = HogFaceBoxes()
             ms.notes.append(f"LSE-D, LSE-C framed with {faces.info.label}: {str(e).splitlines()[0]}")
             return faces
@@ -315,7 +319,8 @@ class OfficialLSE(Metric):
     @classmethod
     def load(cls, ms: MetricSet) -> tuple | None:
         net = _official_syncnet(ms)
-        return None if net is None else (net, _face_boxes(ms))
+        boxes = None if net is None else _face_boxes(ms)
+        return None if boxes is None else (net, boxes)
 
     def __init__(self, shared: tuple, clip: ClipInput):
         super().__init__(shared, clip)
