@@ -171,8 +171,9 @@ def test_overlapped_chunks_render_the_serial_frames_in_order(tiny_checkpoint, tm
 
 
 def test_a_failure_in_a_worker_thread_reaches_the_caller(tiny_checkpoint, tmp_path):
-    """The read-ahead thread hits the end of a 12-frame video at frame 12 of a 25-frame track: the run
-    raises that ClipError (not a hang, not a short video) and leaves no output file."""
+    """The read-ahead thread hits the end of a 12-frame video at frame 12 of a 25-frame track (13 frames that
+    do not exist: more than video.max_damaged): the run raises that ClipError (not a hang, not a short video)
+    and leaves no output file."""
     from g4g.infer.lipsync import Lipsync
     from g4g.params import InferParams
     from g4g.rejects import ClipError
@@ -180,7 +181,7 @@ def test_a_failure_in_a_worker_thread_reaches_the_caller(tiny_checkpoint, tmp_pa
     video = make_video(tmp_path / "short.mp4", n=12, size=(960, 720))
     audio = make_video(tmp_path / "audio.mp4", n=25, size=(64, 48))
     engine = Lipsync.from_checkpoint(tiny_checkpoint, InferParams(device="cpu", chunk_frames=4))
-    with pytest.raises(ClipError, match="stream ended"):
+    with pytest.raises(ClipError, match="of 25 frames do not decode.*more than video.max_damaged"):
         engine.run(video, audio, tmp_path / "out.mp4", track=fixed_track(25), progress=False)
     assert not (tmp_path / "out.mp4").exists()
 

@@ -7,7 +7,8 @@ backward pass will want next are kept in a small cache, so a backward pass decod
 per chunk instead of once per frame. Frames come out the way players show them (rotation applied).
 Damaged files are read as preparation reads them (g4g.io.video.iter_frames): packets the decoder refuses
 are skipped, and a wanted frame that does not decode shows the next one that does, or the last one at a
-cut tail; `filled` counts them (whether there are too many is judged when the video is tracked).
+cut tail; `filled` counts them, and beyond `max_damaged` of the frames (a file that changed since it was
+tracked, a cut that tracking did not see) reading stops with a ClipError.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import av
 import numpy as np
 
 from g4g.io.video import Damage, _decoded, _open
+from g4g.params import VideoParams
 from g4g.rejects import ClipError
 
 
@@ -31,8 +33,9 @@ class ChunkReader:
     """
 
     def __init__(self, path: str | os.PathLike, index_map: np.ndarray, cache_frames: int = 64,
-                 seek_ahead: int = 250):
+                 seek_ahead: int = 250, max_damaged: float = VideoParams().max_damaged):
         self.path, self.index_map = str(path), np.asarray(index_map, dtype=np.int64)
+        self.max_damaged = max_damaged
         self.cache_frames, self.seek_ahead = cache_frames, seek_ahead
         with _open(path) as c:  # presentation timestamps of every frame, from the packets alone
             pts = [p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None and p.size > 0]
@@ -131,6 +134,11 @@ class ChunkReader:
                     raise ClipError(f"{self.path}: no video frame decodes (corrupt data)")
                 found[s] = self._last
                 self.filled.add(s)
+            lost = int(np.isin(self.index_map, list(self.filled)).sum()) if self.filled else 0
+            if lost > self.max_damaged * len(self.index_map):
+                raise ClipError(f"{self.path}: {lost} of {len(self.index_map)} frames do not decode (corrupt or cut "
+                                f"data, or the file changed since it was tracked), more than video.max_damaged = "
+                                f"{self.max_damaged:g}")
         return [found[int(s)] for s in src]
 
     def close(self) -> None:

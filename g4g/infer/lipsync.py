@@ -214,7 +214,8 @@ class Lipsync:
         n_out = n_output_frames(len(wav), self.mel_p.sample_rate, float(rate))
         order = pingpong_index(len(track), n_out)  # (n_out,) video frame per output frame
         mel = melspectrogram(wav, self.mel_p)
-        with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames) as reader, \
+        with ChunkReader(video, track.index_map, cache_frames=self.p.chunk_frames,
+                         max_damaged=video_p.max_damaged) as reader, \
                 scratch_dir("g4g-lipsync-") as tmp:
             if mux_audio is None:  # the driving audio cut (or padded) to exactly the output's length
                 mux_audio = Path(tmp) / "audio.wav"
