@@ -38,7 +38,7 @@ from g4g.data.mels import audio_windows, melspectrogram
 from g4g.infer.frames import ChunkReader
 from g4g.infer.paste import lower_face_alpha, paste_face
 from g4g.infer.timeline import n_output_frames, pingpong_index, reference_frames
-from g4g.io.audio import level_dbfs, load_audio, write_wav
+from g4g.io.audio import ffmpeg_reason, level_dbfs, load_audio, write_wav
 from g4g.io.video import Damage, VideoWriter, ffmpeg_exe, frame_times, probe, resample_index
 from g4g.models.loading import load_generator
 from g4g.params import PASTE_REGIONS, AudioParams, CropParams, InferParams, MelParams, VideoParams
@@ -121,7 +121,7 @@ def exact_audio(src: str | os.PathLike, seconds: float, out: str | os.PathLike) 
            "-t", f"{seconds:.6f}", "-c:a", "pcm_s16le", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise ClipError(f"cannot re-read the driving audio for muxing: {r.stderr.strip()[-300:]}")
+        raise ClipError(f"{src}: cannot re-read the driving audio for muxing ({ffmpeg_reason(r.stderr)})")
 
 
 class Lipsync:
