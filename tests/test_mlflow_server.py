@@ -84,7 +84,8 @@ def server(tmp_path_factory):
     env = {**os.environ, "G4G_MLFLOW_DIR": str(state), "G4G_PYTHON": sys.executable}
     env.pop("MLFLOW_TRACKING_URI", None)
     tool = str(ROOT / "tools" / "mlflow-server")
-    r = subprocess.run([tool, "up", "--auth"], env=env, capture_output=True, text=True, timeout=180)
+    # a busy machine (the suite beside it) needed over 60 s for the new database's migrations
+    r = subprocess.run([tool, "up", "--auth", "--wait", "600"], env=env, capture_output=True, text=True, timeout=660)
     assert r.returncode == 0, r.stdout + r.stderr
     try:
         lines = subprocess.run([tool, "env"], env=env, capture_output=True, text=True, check=True).stdout
