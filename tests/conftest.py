@@ -215,6 +215,22 @@ def real_dir() -> Path:
     return REAL
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised demo-size generator saved as training saves it (what load_generator reads)."""
+    import dataclasses
+
+    import torch
+
+    from g4g.models.g4g import build_generator
+
+    torch.manual_seed(0)
+    G = build_generator("demo")
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save({"generator": G.state_dict(), "config": dataclasses.asdict(G.cfg), "variant": "full"}, path)
+    return path
+
+
 def ffmpeg(*args: str) -> None:
     from g4g.io.video import ffmpeg_exe
 
