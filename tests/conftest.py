@@ -185,10 +185,12 @@ def one_thread_module():
 # CPU. xdist gives a worker its next module as soon as it has 2 tests or fewer left, so a 1-test module has the
 # next one queued behind it from the start: the DVC experiments and the DDP tests, which need tiny_dag and
 # the CPU by the time the SLURM tests end. The SLURM and DVC tests share the session's local SLURM, tiny demo
-# DAG and DVC remote, built once by whichever worker asks first. (--dist loadgroup, finer, needs
-# pytest-xdist to rename test ids, which pytest 9 no longer allows.)
+# DAG and DVC remote, built once by whichever worker asks first. `make test-fast` (no slow tests) starts with
+# test_lipsync.py, its longest module (130 s: seven `g4g lipsync` runs and three end-to-end ones): started
+# last, it ended 40 s after the others. (--dist loadgroup, finer, needs pytest-xdist to rename test ids,
+# which pytest 9 no longer allows.)
 FIRST = ("test_slurm_dag.py", "test_slurm_preemption.py", "test_dvc_remote.py", "test_overfit.py",
-         "test_dvc_experiments.py", "test_ddp.py", "test_slurm.py")
+         "test_dvc_experiments.py", "test_ddp.py", "test_slurm.py", "test_lipsync.py")
 
 
 def pytest_collection_modifyitems(config, items):
