@@ -8,7 +8,6 @@ import pytest
 from conftest import ffmpeg, make_video
 
 
-@pytest.fixture(scope="module")
 # ------------------------------------------------------------------------------------------ geometry
 def test_paste_back_of_the_input_crop_reproduces_the_frame():
     import cv2
