@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-sync": (TRAIN, "train the lip-sync expert -> syncnet.pt (resumable)"),
     "train": (TRAIN, "train one G4G variant -> model.pt (resumable)"),
     "lipsync": (INFER, "lip-sync a video to an audio file with a trained G4G"),
-    "infer": (INFER, "every test clip driven by its own audio (reconstruction setting)"),
+    "infer": (INFER, "every test clip driven by its own audio, another's, and silence (three settings)"),
     "reference-videos": (INFER, "baseline videos of table 1: reference mouth paste, mean face"),
     "evaluate": (EVALUATE, "score one method's test videos against the ground truth"),
     "tables": (EVALUATE, "table1/table2 (CSV + Markdown), DVC metrics, charts"),

@@ -156,6 +156,9 @@ def split_replicate(name: str) -> tuple[str, int | None]:
     base, sep, seed = name.rpartition(REPLICATE)
     return (base, int(seed)) if sep and base and seed.isdigit() else (name, None)
 REFERENCES = ("ground_truth", "reference_paste", "mean_face")  # reference rows of Table 1
+# how a test clip is driven (g4g.infer.testset): its own audio (the tables' reconstruction setting), another test
+# clip's audio, silence; the last two make the cross-driven table
+SETTINGS = ("reconstruction", "cross", "silent")
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,8 @@ class DatasetParams:
                                      "its video under the same name")
     generate: str | None = opt(None, "demo: the set is generated here (`g4g demo-data`)", enum=["demo", None])
     n_clips: int = opt(12, "demo: clips generated", minimum=2)
+    n_faces: int | None = opt(None, "demo: appearance variants of the face, clip i speaking as variant i mod n_faces "
+                                    "(null: one per clip)", minimum=1)
     size: int = opt(256, "demo: frame size of the generated clips (px)", minimum=64)
     min_seconds: float = opt(3.0, "demo: shortest generated clip (s)", exclusiveMinimum=0)
     max_seconds: float = opt(6.0, "demo: longest generated clip (s)", exclusiveMinimum=0)

@@ -1,6 +1,7 @@
 """The embedded demo dataset: deterministic speech, a mouth that follows the audio, decodable clips, dlib faces."""
 
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -75,6 +76,22 @@ def test_variants_differ():
     assert len({v.flip for v in vs}) == 2
     frames = [demo.FaceRenderer((128, 128), v).render(0.5) for v in vs[:3]]
     assert not np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
+
+
+def test_clips_can_share_a_face_and_keep_their_own_speech(tmp_path, monkeypatch):
+    """n_faces: clip i speaks its own sentence as appearance variant i mod n_faces (the demo's test clips are new
+    sentences of faces seen in training); without it every clip is its own variant, as before."""
+    written = []
+    monkeypatch.setattr(demo, "write_talking_clip", lambda path, seconds, seed, size, fh, v, backdrop:
+                        written.append((seed, json.dumps(v.to_dict(), sort_keys=True))) or Path(path))
+    demo.generate_demo(tmp_path / "a", n_clips=5, n_faces=2, min_seconds=1.0, max_seconds=1.0)
+    faces = [v for _, v in written]
+    assert faces[0] == faces[2] == faces[4] != faces[1] == faces[3]
+    assert len({seed for seed, _ in written}) == 5  # five sentences
+    shared = written[:]
+    written.clear()
+    demo.generate_demo(tmp_path / "b", n_clips=5, min_seconds=1.0, max_seconds=1.0)
+    assert len({v for _, v in written}) == 5 and written[:2] == shared[:2]  # the first n_faces clips: unchanged
 
 
 def test_generated_clips_decode(demo_set):

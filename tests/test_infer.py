@@ -223,20 +223,44 @@ def test_a_failing_clip_becomes_a_rejects_row(tmp_path):
     from g4g.infer.testset import TestClip, run_clips
     from g4g.rejects import ClipError
 
-    clips = [TestClip(c, 5, "", f"{c}.mp4", np.arange(5), np.zeros(3200, np.float32), 64, 48) for c in ("a", "b")]
+    clips = [TestClip(c, 5, "", f"{c}.mp4", np.arange(5), np.full(3200, i + 1, np.float32), 64, 48)
+             for i, c in enumerate(("a", "b"))]
+    heard = {}
 
-    def render(clip, path):
+    def render(clip, setting, audio, path):
+        heard[(clip.clip_id, setting)] = float(audio.max())
         if clip.clip_id == "a":
             raise ClipError("no face detected in any of the 5 frames")
         ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", "-pix_fmt", "yuv420p", str(path))
         return 5
 
-    rows = run_clips(clips, render, tmp_path / "v", tmp_path / "index.parquet", tmp_path / "rejects.parquet", "infer")
-    assert [r["status"] for r in rows] == ["rejected", "ok"]
-    rej = pq.read_table(tmp_path / "rejects.parquet").to_pylist()
+    rows = run_clips(clips, render, tmp_path / "v", tmp_path / "index.parquet", tmp_path / "rejects.parquet", "infer",
+                     seed=0)
+    assert [(r["setting"], r["status"]) for r in rows] == [
+        ("reconstruction", "rejected"), ("reconstruction", "ok"), ("cross", "rejected"), ("cross", "ok"),
+        ("silent", "rejected"), ("silent", "ok")]
+    # own audio, the other clip's (two clips: the only derangement swaps them), silence
+    assert heard == {("a", "reconstruction"): 1, ("b", "reconstruction"): 2, ("a", "cross"): 2, ("b", "cross"): 1,
+                     ("a", "silent"): 0, ("b", "silent"): 0}
+    assert [r["driver"] for r in rows if r["setting"] == "cross"] == ["b", "a"]
+    rej = pq.read_table(tmp_path / "rejects.parquet").to_pylist()  # the clip, once: its reconstruction failed
     assert rej == [{"clip_id": "a", "stage": "infer", "reason": "no face detected in any of the 5 frames",
                     "path": "a.mp4"}]
     assert (tmp_path / "v" / "b.mp4").exists() and not (tmp_path / "v" / "a.mp4").exists()
+    assert (tmp_path / "v" / "cross" / "b.mp4").exists() and (tmp_path / "v" / "silent" / "b.mp4").exists()
+    assert len(pq.read_table(tmp_path / "index.parquet")) == 6
+
+
+def test_the_cross_driven_pairing_is_a_fixed_derangement():
+    from g4g.infer.testset import drivers
+
+    ids = [f"c{i:02d}" for i in range(9)]
+    pairing = drivers(ids, seed=0)
+    assert sorted(pairing) == ids and sorted(pairing.values()) == ids
+    assert all(k != v for k, v in pairing.items())
+    assert drivers(list(reversed(ids)), seed=0) == pairing  # fixed by the seed, not the order given
+    assert drivers(ids, seed=1) != pairing
+    assert drivers(["only"], seed=0) == {}
 
 
 def test_audio_windows_at_another_rate_are_centred_on_each_frames_time():

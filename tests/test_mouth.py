@@ -67,8 +67,8 @@ def test_lmd_is_zero_for_the_same_frames_and_grows_with_a_shift(talking, landmar
 
 
 def test_frames_without_a_face_are_missing_not_zero(talking, landmarks):
-    """A crop where no face is found (flat, or blurred beyond recognition) has no points: NaN, never 0, and
-    the measures leave it out."""
+    """A crop where the detector finds no face (flat, or blurred beyond recognition) has no points of its own:
+    NaN, never 0, and the measures leave it out."""
     import cv2
 
     crops, audio, _ = talking[3]
@@ -81,6 +81,29 @@ def test_frames_without_a_face_are_missing_not_zero(talking, landmarks):
     assert np.isnan(lmd[10]) and np.isnan(lmd[11]) and np.isfinite(lmd[12])
     r = mouth_audio(inner_opening(pts), audio_envelope(audio, len(pts)))
     assert r.agreement is not None and np.isfinite(r.agreement)
+
+
+def test_a_blurred_mouth_is_measured_in_the_ground_truths_box(talking, landmarks):
+    """Fitted in the ground truth's face box, a method's blurred or flattened frame gets points and a larger LMD
+    than a sharp one (dropping it would reward the blur); a frame whose ground truth shows no face is the one
+    left out."""
+    import cv2
+
+    crops, _, _ = talking[3]
+    gt_boxes = landmarks.boxes(crops)
+    assert np.isfinite(gt_boxes).all()
+    made = crops.copy()
+    made[11] = cv2.GaussianBlur(crops[11], (0, 0), 25)
+    made[12, 250:] = made[12, 250:].mean(axis=(0, 1))  # the lower face painted over
+    lmd = mouth_distance(landmarks.points(made, gt_boxes), landmarks.points(crops, gt_boxes))
+    assert np.isfinite(lmd).all()
+    assert lmd[10] == 0 and lmd[11] > 1.0 and lmd[12] > 1.0, lmd[10:14]  # crop pixels (r = 128 px)
+    truth = crops.copy()
+    truth[13] = 128
+    boxes = landmarks.boxes(truth)
+    assert np.isnan(boxes[13]).all() and np.isfinite(boxes[14]).all()
+    lmd = mouth_distance(landmarks.points(made, boxes), landmarks.points(truth, boxes))
+    assert np.isnan(lmd[13]) and np.isfinite(lmd[11]) and np.isfinite(lmd[14])
 
 
 def test_short_or_silent_audio_leaves_the_measures_empty_with_the_reason():

@@ -31,7 +31,7 @@ def cmd_demo_data(a) -> None:
 
     p = from_args(a)
     ds = p.datasets.get("demo") if p.datasets else None
-    kw = {k: getattr(ds, k) for k in ("n_clips", "size", "min_seconds", "max_seconds")} if ds else {}
+    kw = {k: getattr(ds, k) for k in ("n_clips", "n_faces", "size", "min_seconds", "max_seconds")} if ds else {}
     paths = generate_demo(a.out, seed=p.seed, progress=True, **kw)
     log.info("wrote %d demo clips to %s", len(paths), a.out)
 

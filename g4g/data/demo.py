@@ -333,15 +333,17 @@ def write_talking_clip(path, seconds: float, seed: int, frame_size=(256, 256), f
 
 
 def generate_demo(out_dir, n_clips: int = 12, seed: int = 0, size: int = 256, min_seconds: float = 3.0,
-                  max_seconds: float = 6.0, progress: bool = False) -> list[Path]:
-    """Write out_dir/demo_000.mp4 ... and out_dir/demo.json; returns the clip paths."""
+                  max_seconds: float = 6.0, n_faces: int | None = None, progress: bool = False) -> list[Path]:
+    """Write out_dir/demo_000.mp4 ... and out_dir/demo.json; returns the clip paths. Clip i speaks its own
+    sentence as appearance variant i mod n_faces (None: every clip its own variant)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, rows, t0 = [], [], time.time()
     for i in range(n_clips):
         cs = stable_seed("g4g-demo", seed, i)
         seconds = round(np.random.default_rng(cs).uniform(min_seconds, max_seconds) * FPS) / FPS
-        v = Variant.sample(stable_seed("variant", cs))
+        face = i if n_faces is None else i % n_faces  # the clip whose appearance this one has
+        v = Variant.sample(stable_seed("variant", stable_seed("g4g-demo", seed, face)))
         p = write_talking_clip(out / f"demo_{i:03d}.mp4", seconds, cs, (size, size), v.face_frac * size, v, "photo")
         paths.append(p)
         rows.append({"file": p.name, "seed": cs, "seconds": seconds, "n_frames": int(round(seconds * FPS)),

@@ -9,8 +9,14 @@
     LSE-D / LSE-C        official SyncNet on the video framed as syncnet_python frames it; the        OfficialLSE
                          published scale (Wav2Lip's scripts run this pipeline)
     LMD, mouth-audio     dlib's landmarks on the face crops (g4g.metrics.mouth): mouth points against  MouthMotion
-    agreement, silent-   the ground truth's, inner-lip opening against the audio's envelope; no
-    mouth ratio          downloaded weights, so the demo can show lip sync with them
+    agreement, silent-   the ground truth's, inner-lip opening against the audio's envelope and its
+    mouth ratio, mouth   spread over the clip; no downloaded weights, so the demo can show lip sync
+    movement             with them
+
+Every test clip is also scored as driven by another clip's audio and by silence (g4g.params SETTINGS),
+the driving audio taking the place of the clip's: a metric runs in the settings it lists (`settings`): the
+cross-driven one those that read the audio, and FID (real frames pooled unpaired); the silent one the mouth's
+movement.
 
 A metric is one `Metric` subclass. `load` gets, once per method, what its clips share (its networks), or
 None, and the metric is left empty with the reason in the notes: a metric whose weights are missing is
@@ -39,10 +45,10 @@ from g4g.metrics.fid import FIDInception, PooledFID
 from g4g.metrics.image import image_metrics
 from g4g.metrics.lpips_metric import LPIPSMetric
 from g4g.metrics.lse_framing import HogFaceBoxes
-from g4g.metrics.mouth import MouthLandmarks, audio_envelope, inner_opening, mouth_audio, mouth_distance
+from g4g.metrics.mouth import MIN_FRAMES, MouthLandmarks, audio_envelope, inner_opening, mouth_audio, mouth_distance
 from g4g.metrics.s3fd import S3FD
 from g4g.metrics.syncnet import OfficialSyncNet
-from g4g.params import EvalParams, MelParams
+from g4g.params import SETTINGS, EvalParams, MelParams
 from g4g.rejects import ClipError
 from g4g.utils import resolve_device
 from g4g.weights import WeightsError
@@ -58,11 +64,12 @@ def read_frames(path: str, index: np.ndarray, n: int) -> Iterator[np.ndarray]:
 class ClipInput:
     """The clip being scored, as every metric sees it."""
 
-    clip: TestClip
+    clip: TestClip      # its audio: the driving audio of the setting
     path: str           # the video scored: a method's, or the clip's source for the ground truth
     index: np.ndarray   # its 25 fps index map
     n: int              # frames scored
     p: EvalParams
+    setting: str = "reconstruction"  # g4g.params.SETTINGS
 
     def frames(self) -> Iterator[np.ndarray]:
         """A new pass over the n frames scored."""
@@ -76,7 +83,7 @@ class Chunk:
     start: int
     frames: list[np.ndarray]  # the video's own frames (RGB, its own size)
     crops: np.ndarray         # (c, 416, 320, 3): the frames cut with the stored ground-truth crop transforms
-    gt: np.ndarray | None     # (c, 416, 320, 3) ground-truth crops; None when no metric compares (ground truth)
+    gt: np.ndarray | None     # (c, 416, 320, 3) ground-truth crops; None for the ground truth's own video
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Metric(ABC):
     columns: tuple[str, ...] = ()
     lower_is_better: frozenset[str] = frozenset()  # of its columns; the others: higher is better
     compares = True  # against the ground-truth crops: not computed for the ground truth scored against itself
+    settings: tuple[str, ...] = ("reconstruction",)  # where it means something (g4g.infer.testset.SETTINGS)
 
     @classmethod
     def load(cls, ms: MetricSet) -> Any:
@@ -184,6 +192,7 @@ class CropFID(Metric):
 
     columns = ("FID",)
     lower_is_better = frozenset({"FID"})
+    settings = ("reconstruction", "cross")  # pooled against the test set's real frames, unpaired
 
     @classmethod
     def load(cls, ms: MetricSet) -> PooledFID | None:
@@ -266,6 +275,7 @@ class LandmarkLSE(Metric):
     lower_is_better = frozenset({"LSE-D (landmark crop)"})
     frame_column = "sync_dist"  # each window's distance at the best offset, at the window's first frame
     compares = False
+    settings = ("reconstruction", "cross")
 
     @classmethod
     def load(cls, ms: MetricSet) -> OfficialSyncNet | None:
@@ -315,6 +325,7 @@ class OfficialLSE(Metric):
     columns = ("LSE-D", "LSE-C")
     lower_is_better = frozenset({"LSE-D"})
     compares = False
+    settings = ("reconstruction", "cross")
 
     @classmethod
     def load(cls, ms: MetricSet) -> tuple | None:
@@ -340,13 +351,15 @@ class OfficialLSE(Metric):
 
 
 class MouthMotion(Metric):
-    """dlib's landmarks on the crops (g4g.metrics.mouth): LMD against the ground truth's crops where they are given,
-    and the mouth against the clip's audio (agreement, silent-mouth ratio) for every row, the ground truth
-    included: its own values are the level a method is read against."""
+    """dlib's landmarks on the crops (g4g.metrics.mouth): LMD against the ground truth's crops in the
+    reconstruction setting, and for every row, the ground truth included (its own values are the level a method
+    is read against): the mouth against the clip's audio (agreement, silent-mouth ratio) and how much it moves
+    (the sd of the inner-lip opening over the clip; driven by silence, the leakage of the cross-driven table)."""
 
-    columns = ("LMD", "Mouth-audio agreement", "Silent-mouth ratio")
+    columns = ("LMD", "Mouth-audio agreement", "Silent-mouth ratio", "Mouth movement")
     lower_is_better = frozenset({"LMD", "Silent-mouth ratio"})
     compares = False  # agreement and silence need no ground truth; LMD only where it is given
+    settings = SETTINGS
 
     @classmethod
     def load(cls, ms: MetricSet) -> MouthLandmarks | None:
@@ -358,23 +371,30 @@ class MouthMotion(Metric):
         self.lmd: list[np.ndarray] = []
 
     def feed(self, chunk: Chunk) -> None:
-        points = self.shared.points(chunk.crops)
+        truth = chunk.crops if chunk.gt is None else chunk.gt  # the ground truth's row: its crops are the truth
+        # both shapes are fitted in the ground truth's face box (g4g.metrics.mouth), found once per frame for
+        # all settings
+        boxes = self.shared.boxes(truth, key=(self.clip.clip.clip_id, chunk.start))
+        points = self.shared.points(chunk.crops, boxes)
         self.opening.append(inner_opening(points))
-        if chunk.gt is not None:
-            self.lmd.append(mouth_distance(points, self.shared.points(chunk.gt)))
+        if chunk.gt is not None and self.clip.setting == "reconstruction":
+            self.lmd.append(mouth_distance(points, self.shared.points(chunk.gt, boxes)))
 
     def summary(self) -> ClipSummary:
-        lmd_col, agree_col, silent_col = self.columns
+        lmd_col, agree_col, silent_col, movement_col = self.columns
         opening = np.concatenate(self.opening)
         values, frames, notes = {}, {"mouth_opening": opening}, []
         if (missing := int(np.isnan(opening).sum())):
-            notes.append(f"mouth landmarks: no face found in {missing} of {len(opening)} crops (left out)")
+            notes.append(f"mouth landmarks: no face found in {missing} of {len(opening)} ground-truth crops "
+                         f"(those frames left out)")
         if self.lmd:
             frames["lmd"] = lmd = np.concatenate(self.lmd)
             if np.isfinite(lmd).any():
                 values[lmd_col] = float(np.nanmean(lmd))
-            if (gt_missing := int(np.isnan(lmd).sum()) - missing) > 0:
-                notes.append(f"LMD: no face found in {gt_missing} ground-truth crops (left out)")
+        if np.isfinite(opening).sum() >= MIN_FRAMES:
+            values[movement_col] = float(np.nanstd(opening))
+        if self.clip.setting == "silent":  # no audio to follow: how much the mouth moves is the measure
+            return ClipSummary(values, frames, notes)
         r = mouth_audio(opening, audio_envelope(self.clip.clip.audio, len(opening)))
         if r.agreement is not None:
             values.update({agree_col: r.agreement, f"{agree_col} lag": r.lag})
@@ -391,8 +411,9 @@ METRICS: tuple[type[Metric], ...] = (CropImage, CropLPIPS, CropFID, FullFrameIma
 # after MSE, the lip-sync measures that need no downloaded weights (MouthMotion), then the other framings of
 # LSE and the full-frame values. A column not placed here follows these.
 TABLE_ORDER = ("PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LMD", "Mouth-audio agreement",
-               "Silent-mouth ratio", "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)",
-               "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
+               "Silent-mouth ratio", "Mouth movement", "LSE-D (landmark crop)", "LSE-C (landmark crop)",
+               "LSE-D (own SyncNet)", "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)",
+               "MSE (full frame)")
 
 
 def metric_columns() -> tuple[str, ...]:
@@ -409,30 +430,41 @@ def lower_is_better(column: str) -> bool:
 class MetricSet:
     """The registered metrics one method's evaluation computes, loaded once: `weights` names the file each
     network was loaded from, `notes` what is left empty and why. `image=False` (the ground truth scored
-    against itself): only the metrics that do not compare with the ground truth."""
+    against itself): only the metrics that do not compare with the ground truth; `setting`: only the metrics that
+    run in it."""
 
-    def __init__(self, p: EvalParams, syncnet: str | None = None, mel: MelParams | None = None, image: bool = True):
+    def __init__(self, p: EvalParams, syncnet: str | None = None, mel: MelParams | None = None, image: bool = True,
+                 setting: str = "reconstruction", share: MetricSet | None = None):
+        """share: a MetricSet of the same method whose networks (and what they cached) this one reuses."""
         self.p, self.syncnet, self.mel = p, syncnet, mel or MelParams()
         self.device = resolve_device(p.device)
         self.weights: dict[str, str] = {}
         self.notes: list[str] = []
-        self._networks: dict[str, Any] = {}
-        self.loaded = [(m, s) for m in METRICS if (image or not m.compares) and (s := m.load(self)) is not None]
+        self._networks: dict[str, tuple[Any, list[str]]] = share._networks if share is not None else {}
+        self._seen: set[str] = set()
+        self.loaded = [(m, s) for m in METRICS if (image or not m.compares) and setting in m.settings
+                       and (s := m.load(self)) is not None]
         self.compares = any(m.compares for m, _ in self.loaded)
 
     def network(self, label: str, build: Callable[[], Any]) -> Any:
         """build(), once per method, its weights listed under `label`; None when its weights are missing (the
         notes name the file)."""
         if label not in self._networks:
+            before = len(self.notes)
             try:
                 net = build()
             except WeightsError as e:
                 self.notes.append(f"{label} empty: {str(e).splitlines()[0]}")
                 net = None
-            else:
-                self.weights[label] = str(net.info)
-            self._networks[label] = net
-        return self._networks[label]
+            self._networks[label] = (net, self.notes[before:])
+            self._seen.add(label)
+        net, notes = self._networks[label]
+        if label not in self._seen:  # built for a MetricSet shared with: its notes belong here too
+            self.notes += notes
+            self._seen.add(label)
+        if net is not None:
+            self.weights[label] = str(net.info)
+        return net
 
     def start(self, clip: ClipInput) -> list[Metric]:
         """One accumulator per metric for a new clip."""

@@ -9,6 +9,11 @@ difference from G4G (g4g.evaluate.intervals); the Markdown tables and the charts
 params.yaml `extra_seeds`, tableN_seeds.csv holds each variant's mean and standard deviation over the
 training seeds (g4g.evaluate.seeds); the Markdown shows them under the table and the DVC metrics JSON
 carries them.
+
+Table 3 (cross-driven): every measured method with each test clip driven by another test clip's audio
+(g4g.params SETTINGS): the measures that read the audio, against the driving audio, and the leakage,
+the mouth's movement when silence drives the clip; the ground truth's row is its own video under the same
+driving audio, the level of a mouth that ignores it. Intervals and paired differences as for tables 1 and 2.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from g4g.evaluate.seeds import seeds_path, spread_rows, write_spread
 from g4g.params import split_replicate
 from g4g.utils import atomic_path, write_json, write_text
 
+LEAKAGE = "Leakage"  # the silent setting's "Mouth movement" (g4g.evaluate.registry.MouthMotion)
 VARIANT_LABELS = {"g4g": "full", "g4g_wo_alignment": "w/o alignment", "g4g_wo_supervision": "w/o supervision",
                   "g4g_wo_fusion": "w/o fusion"}
 
@@ -37,6 +43,40 @@ def table1_columns() -> tuple[str, ...]:
 
 def table2_columns() -> tuple[str, ...]:
     return ("dataset", "method", "variant", *table1_columns()[2:])
+
+
+def table3_measures() -> tuple[str, ...]:
+    """The cross-driven table's measures: the registry's columns that need no paired ground truth, and the leakage."""
+    driven = ("FID", "LSE-D", "LSE-C", "Mouth-audio agreement", "Silent-mouth ratio", "Mouth movement",
+              "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)", "LSE-C (own SyncNet)")
+    return (*(c for c in metric_columns() if c in driven), LEAKAGE)
+
+
+def table3_columns() -> tuple[str, ...]:
+    return ("dataset", "method", "source", *table3_measures(), "n videos", "n frames", "notes")
+
+
+def _measure(col: str) -> bool:
+    return col in metric_columns() or col == LEAKAGE
+
+
+def driven_summary(s: dict) -> dict | None:
+    """A method summary's cross-driven and silent settings as one summary (per clip: the cross-driven values and
+    the leakage), or None when it has neither (an older summary)."""
+    settings = s.get("settings") or {}
+    cross, silent = settings.get("cross") or {}, settings.get("silent") or {}
+    if not cross and not silent:
+        return None
+    clips = {c["clip_id"]: dict(c) for c in cross.get("clips", [])}
+    for c in silent.get("clips", []):
+        if "Mouth movement" in c:
+            clips.setdefault(c["clip_id"], {"clip_id": c["clip_id"]})[LEAKAGE] = c["Mouth movement"]
+    metrics = dict(cross.get("metrics", {}))
+    if "Mouth movement" in silent.get("metrics", {}):
+        metrics[LEAKAGE] = silent["metrics"]["Mouth movement"]
+    notes = [f"cross-driven: {n}" for n in cross.get("notes", [])] + [f"silent: {n}" for n in silent.get("notes", [])]
+    return {"dataset": s["dataset"], "method": s["method"], "metrics": metrics, "n_videos": cross.get("n_videos", 0),
+            "n_frames": cross.get("n_frames", 0), "notes": notes, "clips": [clips[k] for k in sorted(clips)]}
 
 
 def measured_row(s: dict) -> dict:
@@ -62,7 +102,7 @@ def make_tables(summaries: list[dict], datasets: list[str], table1: list[str], t
 
 
 def _cell(row: dict, col: str, digits: int | None = None) -> str:
-    v = row["metrics"].get(col) if col in metric_columns() else row.get(col, "")
+    v = row["metrics"].get(col) if _measure(col) else row.get(col, "")
     if isinstance(v, float):
         if not math.isfinite(v):
             return "inf" if v > 0 else ""
@@ -99,7 +139,7 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
     for r in rows:
         cells = []
         for c in keep:
-            cell = _cell(r, c, 4 if c in metric_columns() else None)
+            cell = _cell(r, c, 4 if _measure(c) else None)
             if cell and r["source"] == "this run" and (b := ci.get((r["dataset"], r["method"], c))) is not None:
                 cell += _interval(b["ci_low"], b["ci_high"])
             cells.append(cell.replace("|", "/"))
@@ -124,11 +164,18 @@ def write_markdown(rows: list[dict], columns: tuple[str, ...], path: str | Path,
         body += ["", "LSE-D, LSE-C: syncnet_python's framing (S3FD face tracks, its square crop; the columns of the "
                  "published rows). LSE (landmark crop): the stored 416 x 320 face crops. docs/evaluation.md, "
                  "\"LSE: which framing\"."]
+    if LEAKAGE in keep:
+        body += ["", "Each test clip driven by another test clip's audio (a derangement fixed by the seed), the audio "
+                 "cut or padded with silence to the clip's length; mouth-audio agreement and LSE against the driving "
+                 "audio. Leakage: the sd of the inner-lip opening (crop px, r = 128 px) when silence drives the clip "
+                 "(0: a still mouth; the ground truth's row: how much the real mouth moves). The ground truth's row "
+                 "is its own video under the same driving audio: the level of a mouth that ignores the audio. "
+                 "docs/evaluation.md, \"The cross-driven table\"."]
     if "LMD" in keep:
         body += ["", "LMD (lower is better), mouth-audio agreement (higher), silent-mouth ratio (lower): dlib's "
                  "landmarks on the face crops, no downloaded weights; the ground truth's own agreement and ratio are "
                  "the level to read them against. docs/evaluation.md, \"Lip sync without downloaded weights\"."]
-    body += _spread_section(spread, [c for c in keep if c in metric_columns()])
+    body += _spread_section(spread, [c for c in keep if _measure(c)])
     write_text(path, "\n".join(body) + "\n")
 
 
@@ -174,8 +221,8 @@ def plot_rows(rows: list[dict], metric: str) -> list[dict]:
 
 def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: list[str], table2_methods: list[str],
                table1: str, table2: str, metrics_dir: str = "results/metrics", figures_dir: str = "results/figures",
-               table_seed: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
-    """Rule `tables`: the two tables (CSV + .md beside, intervals and seed spread CSVs), and per dataset the
+               table_seed: dict[str, int] | None = None, table3: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Rule `tables`: the three tables (CSV + .md beside, intervals and seed spread CSVs), and per dataset the
     DVC metrics JSON ({metrics_dir}/{dataset}/summary.json), the plot data
     ({metrics_dir}/{dataset}/plots/{metric}.csv) and the bar charts ({figures_dir}/{dataset}/charts/{metric}.png).
     Summaries of seed replicates (g4g.evaluate.seeds) give the spread; `table_seed` is each dataset's
@@ -195,6 +242,16 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
         write_intervals([b for k, b in ci.items() if k[:2] in shown], intervals_path(path))
         write_spread(shown_spread, seeds_path(path))
     measured = list({(r["dataset"], r["method"]): r for r in rows1 + rows2 if r["source"] == "this run"}.values())
+    if table3:
+        order = {(r["dataset"], r["method"]): i for i, r in enumerate(measured)}
+        driven = sorted((d for s in summaries if (s["dataset"], s["method"]) in order and (d := driven_summary(s))),
+                        key=lambda d: order[(d["dataset"], d["method"])])
+        rows3 = [measured_row(d) for d in driven]
+        ci3 = lookup(interval_rows(driven, table3_measures()))
+        write_csv(rows3, table3_columns(), table3)
+        write_markdown(rows3, table3_columns(), Path(table3).with_suffix(".md"),
+                       "Table 3: cross-driven (each test clip driven by another's audio, and by silence)", ci3)
+        write_intervals(list(ci3.values()), intervals_path(table3))
     published = [r for r in rows1 if r["source"] == "paper"] + [
         r for r in rows2 if r["source"] == "paper" and r["method"] != "g4g"]  # full = Table 1's G4G row
     for d in datasets:
@@ -219,7 +276,7 @@ def format_table(path: str | Path, source: str | None = None) -> str:
     if not rows:
         return f"{path}: no rows"
     ident = [c for c in ("dataset", "method", "variant", "source") if c in rows[0]]
-    metrics = [c for c in rows[0] if c in metric_columns() and any(r[c] for r in rows)]
+    metrics = [c for c in rows[0] if _measure(c) and any(r[c] for r in rows)]
 
     def fmt(v: str) -> str:
         try:

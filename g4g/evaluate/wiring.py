@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from g4g.params import VARIANT_OF_METHOD, VARIANTS, Params, replicate_method, split_replicate
+from g4g.params import SETTINGS, VARIANT_OF_METHOD, VARIANTS, Params, replicate_method, split_replicate
 
 
 def methods(p: Params) -> dict[str, list[str]]:
@@ -23,6 +23,13 @@ def methods(p: Params) -> dict[str, list[str]]:
             "external": external, "evaluated": model + replicates + refs + external,
             "table1": model + refs + external, "table2": model,
             "datasets": list(p.evaluate.table_datasets or [p.dataset])}
+
+
+def render_settings(method: str) -> list[str]:
+    """How the infer job of `method` drives the test clips (g4g.params.SETTINGS): the full model in every setting
+    (the cross-driven table is Table 1's), the ablations and seed replicates in the reconstruction setting only
+    (Table 2 and the seed spread are reconstruction tables, and each driven setting is one more render)."""
+    return list(SETTINGS) if method == VARIANTS["full"].method else ["reconstruction"]
 
 
 def checkpoint(p: Params, method: str, models: tuple[str, str]) -> str:

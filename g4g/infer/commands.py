@@ -1,7 +1,7 @@
 """`g4g lipsync`, `g4g infer` and `g4g reference-videos`.
 
     g4g lipsync --video V --audio A --checkpoint C --out O.mp4      any video + any audio -> O.mp4
-    g4g infer ...                  every test clip, reconstruction setting (Snakemake rule `infer`)
+    g4g infer ...                  every test clip: reconstruction, cross-driven, silent (rule `infer`)
     g4g reference-videos ...       the trivial baselines of the tables (rule `reference_videos`)
 
 Settings: the project's params.yaml (sections infer, mel, audio; `g4g lipsync` also landmarks, crop and
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from g4g.params import add_options, from_args
+from g4g.params import SETTINGS, add_options, from_args
 
 log = logging.getLogger("g4g")
 
@@ -48,7 +48,7 @@ def cmd_infer(a) -> None:
     p = from_args(a)
     set_threads(a.threads)
     infer_test_set(a.clips, a.resampled, a.checkpoint, a.out, a.index, a.rejects, p.infer, p.mel, p.audio,
-                   progress=True)
+                   seed=p.seed, settings=tuple(a.settings), progress=True)
 
 
 def cmd_reference_videos(a) -> None:
@@ -83,6 +83,8 @@ def register(add) -> None:
     p.add_argument("--out", required=True, help="folder for {clip}.mp4")
     p.add_argument("--index", required=True, help="Parquet: one row per clip (status, reason, video)")
     p.add_argument("--rejects", required=True)
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                   help="how each test clip is driven: its own audio, another test clip's, silence (default: all)")
     add_options(p, "infer", "mel", "audio")
     p.set_defaults(fn=cmd_infer)
 

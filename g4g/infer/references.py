@@ -20,11 +20,12 @@ import numpy as np
 from g4g.data.shards import FrameReader
 from g4g.infer.frames import ChunkReader
 from g4g.infer.paste import lower_face_alpha, paste_face
-from g4g.infer.testset import TestClip, run_clips, stored_track, test_clips
+from g4g.infer.testset import TestClip, run_clips, setting_dir, stored_track, test_clips
 from g4g.infer.timeline import reference_frames
 from g4g.io.audio import write_wav
-from g4g.io.video import VideoWriter
+from g4g.io.video import VideoWriter, remux_audio
 from g4g.params import InferParams
+from g4g.rejects import ClipError
 from g4g.utils import scratch_dir, stable_seed
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,21 @@ def reference_videos(clips_parquet: str, resampled: list[str], kind: str, out_di
     """Rule `reference_videos`: the `kind` baseline for every test clip."""
     if kind not in KINDS:
         raise ValueError(f"unknown reference kind {kind!r}; known: {', '.join(KINDS)}")
-    rows = run_clips(test_clips(clips_parquet, resampled),
-                     lambda clip, path: render_reference(clip, path, kind, p, seed),
-                     out_dir, index_out, rejects_out, f"reference_{kind}")
+
+    def render(clip: TestClip, setting: str, audio: np.ndarray, path: Path) -> int:
+        if setting == "reconstruction":
+            return render_reference(clip, path, kind, p, seed)
+        # a baseline's frames never depend on the audio (what the cross-driven and silent settings show): its
+        # reconstruction video with the driving audio muxed, the video stream copied
+        own = setting_dir(out_dir, "reconstruction") / path.name
+        if not own.exists():
+            raise ClipError(f"no reconstruction render to reuse ({own})")
+        with scratch_dir("g4g-ref-") as tmp:
+            write_wav(Path(tmp) / "audio.wav", audio)
+            remux_audio(own, Path(tmp) / "audio.wav", path, clip.n_frames / 25)
+        return clip.n_frames
+
+    rows = run_clips(test_clips(clips_parquet, resampled), render, out_dir, index_out, rejects_out,
+                     f"reference_{kind}", seed)
     log.info("%s: %d/%d clips rendered", kind, sum(r["status"] == "ok" for r in rows), len(rows))
     return rows

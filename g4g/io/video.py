@@ -331,6 +331,17 @@ def decode_all(path, index_map=None, fmt="rgb24", size=None) -> np.ndarray:
     return np.stack(frames)
 
 
+def remux_audio(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike, duration: float) -> None:
+    """`out`: the video stream of `video` copied (no re-encoding) with `audio` muxed as VideoWriter muxes it (AAC,
+    cut at `duration` seconds); written atomically."""
+    with atomic_path(out) as tmp:
+        r = subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(video), "-i", str(audio), "-map", "0:v:0",
+                            "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-t", f"{duration:.6f}",
+                            "-movflags", "+faststart", str(tmp)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed remuxing {video} with {audio}: {r.stderr.strip()}")
+
+
 class VideoWriter:
     """Encode RGB frames to H.264 mp4 through an ffmpeg pipe, optionally muxing an audio file.
 

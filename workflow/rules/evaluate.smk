@@ -20,7 +20,7 @@ rule evaluate:
     wildcard_constraints:
         method=r"(?!(summary\.json|plots)$)[A-Za-z0-9_.-]+(@seed\d+)?",  # @seed: a seed replicate; not the tables' files
     params:
-        cfg=lambda w: settings(w.dataset, "evaluate", "mel"),
+        cfg=lambda w: settings(w.dataset, "evaluate", "mel", "seed"),  # seed: the cross-driven pairing
         flags=lambda w, input: optional_flags(input),
     conda:
         ENV

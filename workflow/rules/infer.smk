@@ -1,7 +1,9 @@
-# Phase 5: inference in the reconstruction setting (each test clip driven by its own audio) with every
-# trained variant, and the baseline videos of table 1 rendered the same way (composite + feathered paste).
-# Each job writes one folder of {clip}.mp4 plus an index (a failed clip is a row with its reason).
-from g4g.evaluate.wiring import checkpoint, methods
+# Phase 5: inference with every trained variant in the reconstruction setting (each test clip driven by its own
+# audio), with the full model also driven by another test clip's audio and by silence (the cross-driven table),
+# and the baseline videos of table 1 rendered the same way (composite + feathered paste) in every setting.
+# Each job writes one folder of {clip}.mp4 (cross/, silent/ below) plus an index (a failed clip is a row with
+# its reason).
+from g4g.evaluate.wiring import checkpoint, methods, render_settings
 
 METHODS = methods(PARAMS[DATASET])
 MODELS = (rules.train.output.model, rules.train_seed.output.model)
@@ -20,7 +22,8 @@ rule infer:
     wildcard_constraints:
         method="|".join(METHODS["model"] + METHODS["replicates"]) or "(?!)",
     params:
-        cfg=lambda w: settings(w.dataset, "infer", "mel", "audio", "seed"),
+        cfg=lambda w: settings(w.dataset, "infer", "mel", "audio", "seed"),  # seed: the cross-driven pairing
+        settings=lambda w: render_settings(w.method),
     conda:
         ENV
     log:
@@ -34,7 +37,7 @@ rule infer:
     shell:
         "g4g infer --clips {input.clips} --resampled {input.resampled} --checkpoint {input.model}"
         " --params {params.cfg} --out {output.videos} --index {output.index} --rejects {output.rejects}"
-        " --threads {threads} --log {log}"
+        " --settings {params.settings} --threads {threads} --log {log}"
 
 
 rule reference_videos:
