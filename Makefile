@@ -29,7 +29,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 	$(BIN)/snakemake --cores $(CORES) $(TARGET) --report results/report.html
-	@$(BIN)/g4g show-table results/table1.csv results/table2.csv results/table3.csv
+	@$(BIN)/g4g show-table results/table1.csv results/table2.csv results/table_cross.csv
 	@$(BIN)/g4g fingerprints
 	@echo "report: $(abspath results/report.html)"
 

@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": (INFER, "every test clip driven by its own audio, another's, and silence (three settings)"),
     "reference-videos": (INFER, "baseline videos of table 1: reference mouth paste, mean face"),
     "evaluate": (EVALUATE, "score one method's test videos against the ground truth"),
-    "tables": (EVALUATE, "table1/table2 (CSV + Markdown), DVC metrics, charts"),
+    "tables": (EVALUATE, "table1/table2 and the cross-driven table (CSV + Markdown), DVC metrics, charts"),
     "score": (EVALUATE, "score folders of generated videos against ground-truth videos (no model needed)"),
     "runs": (EVALUATE, "the MLflow runs behind a table's measured rows: commits, DVC hashes of data and checkpoint"),
     "show-table": (EVALUATE, "print results/table1.csv or table2.csv as aligned text"),

@@ -205,8 +205,8 @@ def test_a_new_metric_is_one_class_and_one_registry_line(prepared, tmp_path, mon
 
     assert registry.metric_columns() == (
         "PSNR", "SSIM", "LPIPS", "MSE", "FID", "LSE-D", "LSE-C", "LMD", "Mouth-audio agreement", "Silent-mouth ratio",
-        "Mouth movement", "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)", "LSE-C (own SyncNet)",
-        "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
+        "Mouth movement", "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)",
+        "LSE-C (own SyncNet)", "PSNR (full frame)", "SSIM (full frame)", "MSE (full frame)")
 
     class Brightness(registry.FrameMean):  # the mean pixel of the face crops, standing in for the next metric
         per_frame = {"brightness": "Brightness"}
@@ -341,10 +341,10 @@ def test_intervals_in_tables_and_paired_differences(tmp_path):
 
 
 def test_the_cross_driven_table_reads_the_driven_settings(tmp_path):
-    """Table 3: a row per method that was rendered in the driven settings (the full model, the baselines, the ground
-    truth), with the cross-driven measures against the driving audio and the silent render's mouth movement as
-    the leakage, their intervals and the paired differences from G4G; a method scored only in the reconstruction
-    setting (an ablation, an external folder) has no row."""
+    """The cross-driven table: a row per method rendered in the driven settings (the full model, the baselines,
+    the ground truth), with the cross-driven measures against the driving audio and the silent render's mouth
+    movement as the leakage, their intervals and the paired differences from G4G; a method scored only in the
+    reconstruction setting (an ablation, an external folder) has no row."""
     import csv
 
     from g4g.evaluate.tables import LEAKAGE, run_tables
@@ -367,20 +367,20 @@ def test_the_cross_driven_table_reads_the_driven_settings(tmp_path):
               summary("g4g_wo_fusion", 0.2, 0.2, driven=False)):
         paths.append(tmp_path / f"{s['method']}.json")
         paths[-1].write_text(json.dumps(s))
-    t3 = tmp_path / "table3.csv"
+    t3 = tmp_path / "table_cross.csv"
     run_tables([str(p) for p in paths], ["demo"], ["g4g", "ground_truth", "mean_face"], ["g4g", "g4g_wo_fusion"],
                str(tmp_path / "table1.csv"), str(tmp_path / "table2.csv"), str(tmp_path / "metrics"),
-               str(tmp_path / "fig"), table3=str(t3))
+               str(tmp_path / "fig"), table_cross=str(t3))
     rows = {r["method"]: r for r in csv.DictReader(open(t3))}
     assert list(rows) == ["g4g", "ground_truth", "mean_face"]  # table 1's order; no ablation without renders
     assert float(rows["g4g"]["Mouth-audio agreement"]) == pytest.approx(0.815)
     assert float(rows["g4g"][LEAKAGE]) == pytest.approx(0.315) and float(rows["ground_truth"][LEAKAGE]) == 2.515
     assert "cross-driven: a note" in rows["g4g"]["notes"] and "silent: a note" in rows["g4g"]["notes"]
-    ci = {(r["method"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "table3_intervals.csv"))}
+    ci = {(r["method"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "table_cross_intervals.csv"))}
     assert float(ci[("mean_face", LEAKAGE)]["diff_vs_g4g"]) == pytest.approx(-0.25)
     assert float(ci[("mean_face", "Mouth-audio agreement")]["diff_high"]) == pytest.approx(-0.7)
-    md = (tmp_path / "table3.md").read_text()
-    assert md.startswith("# Table 3: cross-driven") and "Leakage" in md and "| demo | mean_face | -0.7000" in md
+    md = (tmp_path / "table_cross.md").read_text()
+    assert md.startswith("# Cross-driven") and "Leakage" in md and "| demo | mean_face | -0.7000" in md
 
 
 def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
@@ -444,7 +444,7 @@ def test_seed_replicates_give_the_spread_beside_the_table_row(tmp_path):
     from g4g.evaluate.charts import bar_chart  # no seeds: the chart of before, byte for byte
 
     row = [{"dataset": "demo", "method": "g4g", "source": "this run", "metrics": {"PSNR": 24.0}}]
-    charts = [bar_chart(row, "PSNR", tmp_path / f"{i}.png", False, seeds=s).read_bytes()
+    charts = [bar_chart(row, "PSNR", tmp_path / f"{i}.png", "higher is better", seeds=s).read_bytes()
               for i, s in enumerate((None, {}, {("demo", "g4g"): [24.0, 25.0]}))]
     assert charts[0] == charts[1] != charts[2]
 

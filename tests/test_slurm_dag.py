@@ -67,5 +67,5 @@ def test_demo_dag_through_the_slurm_profile(slurm, tmp_path_factory, tmp_path):
     assert not differ and compared > 15, f"SLURM run and local run differ: {differ}"
     prints = [subprocess.run([sys.executable, "-m", "g4g", "fingerprints"], cwd=d, capture_output=True, text=True,
                              timeout=120).stdout for d in (tiny_dag, wd)]
-    assert prints[0] == prints[1] and len(prints[0].splitlines()) == 1 + 8, prints
+    assert prints[0] == prints[1] and len(prints[0].splitlines()) == 1 + 9, prints
     print(f"\nthe demo DAG through SLURM: {counts['total']} Snakemake jobs in {n_jobs} sbatch jobs, {t_slurm:.0f} s")

@@ -59,15 +59,15 @@ def test_published_files_hold_only_what_the_computation_determines(tiny_dag):
     assert "step_s" in (tiny_dag / "results/models/demo/full/timings.csv").read_text()
     assert "git_commit" in (tiny_dag / "results/models/demo/full/config.yaml").read_text()
     # the digests users compare (`g4g fingerprints`; `dvc repro` does not write the rule's CSV): header, then
-    # clips.parquet, shards, the expert, one variant, videos, summary, two tables
+    # clips.parquet, shards, the expert, one variant, videos, summary, three tables
     printed = subprocess.run([sys.executable, "-m", "g4g", "fingerprints"], cwd=tiny_dag, capture_output=True,
                              text=True, timeout=120).stdout
-    assert len(printed.splitlines()) == 1 + 8, printed
-    assert len((tiny_dag / "results/demo/fingerprints.csv").read_text().splitlines()) == 1 + 8
+    assert len(printed.splitlines()) == 1 + 9, printed
+    assert len((tiny_dag / "results/demo/fingerprints.csv").read_text().splitlines()) == 1 + 9
     # the cross-driven table: the full model and the baselines driven by the other test clip's audio and by silence
     import csv
 
-    rows = {r["method"]: r for r in csv.DictReader(open(tiny_dag / "results/table3.csv"))}
+    rows = {r["method"]: r for r in csv.DictReader(open(tiny_dag / "results/table_cross.csv"))}
     assert set(rows) == {"g4g", "ground_truth", "mean_face"}, rows
     for method, r in rows.items():
         assert r["n videos"] == "2" and r["Leakage"] and r["Mouth movement"], (method, r)

@@ -9,7 +9,7 @@
     score.py        one method over the test clips: per-frame Parquet, summary JSON, report strip
     tracking.py     one MLflow run per (dataset, method), linked to its training run
     paper.py        the numbers the paper publishes (Tables 1-3), as data
-    tables.py       table1/table2 CSV + Markdown, the DVC metrics JSON and plot data
+    tables.py       table1/table2/table_cross CSV + Markdown, the DVC metrics JSON and plot data
     charts.py       bar charts against the paper, frame strips
     wiring.py       workflow glue: method lists and each job's parameters (infer/evaluate/tables.smk)
     commands.py     the `g4g evaluate` and `g4g tables` subcommands

@@ -29,7 +29,7 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
-def bar_chart(rows: list[dict], metric: str, path: str | Path, lower_is_better: bool, ci: dict | None = None,
+def bar_chart(rows: list[dict], metric: str, path: str | Path, better: str, ci: dict | None = None,
               seeds: dict | None = None) -> Path:
     """Horizontal bars of `metric` for every row that has it: this run in colour, the paper in grey; a
     measured bar with a 95 % interval in `ci` ({(dataset, method, metric): row}) gets it as an error bar,
@@ -68,8 +68,7 @@ def bar_chart(rows: list[dict], metric: str, path: str | Path, lower_is_better: 
         ax.text(0.5, 0.5, f"no {metric} values (see the notes column of the table)", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_yticks([])
-    better = "lower" if lower_is_better else "higher"
-    ax.set_title(f"{metric} ({better} is better; grey: published in the paper; bars: 95 % interval)", fontsize=10)
+    ax.set_title(f"{metric} ({better}; grey: published in the paper; bars: 95 % interval)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,7 +1,7 @@
 """`g4g evaluate`, `g4g tables`, `g4g score`, `g4g runs`, `g4g show-table` and `g4g fingerprints`.
 
     g4g evaluate --dataset D --method M ...   score one method's videos on the test clips (rule `evaluate`)
-    g4g tables ...                            table1/2/3 CSV + Markdown, DVC metrics and plots, charts
+    g4g tables ...                            table1/2, cross-driven: CSV + Markdown, DVC metrics, charts
     g4g show-table results/table1.csv         the table as aligned text
     g4g fingerprints [--dataset D]            digests of the data, weights, videos and tables (rule `fingerprints`)
     g4g runs [--table results/table1.csv]     the MLflow runs (and DVC hashes) behind a table's measured rows
@@ -46,7 +46,7 @@ def cmd_tables(a) -> None:
 
     run_tables(a.summaries, a.datasets, a.table1_methods, a.table2_methods, a.table1, a.table2,
                a.metrics_dir, a.figures_dir, {d: project_params(d).seed for d in a.datasets} | dict(a.table_seed),
-               a.table3)
+               a.table_cross)
     print(a.table1)
 
 
@@ -144,7 +144,7 @@ def register(add) -> None:
     p.add_argument("--table2-methods", nargs="+", required=True)
     p.add_argument("--table1", required=True)
     p.add_argument("--table2", required=True)
-    p.add_argument("--table3", help="the cross-driven table (CSV; .md and _intervals.csv beside it)")
+    p.add_argument("--table-cross", help="the cross-driven table (CSV; .md and _intervals.csv beside it)")
     p.add_argument("--metrics-dir", default="results/metrics")
     p.add_argument("--figures-dir", default="results/figures")
     p.add_argument("--table-seed", nargs="*", type=_dataset_seed, default=[], metavar="DATASET=SEED",

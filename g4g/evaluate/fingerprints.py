@@ -27,7 +27,7 @@ def artefacts(dataset: str, variants: list[str] | tuple[str, ...] = tuple(VARIAN
             (f"results/models/{dataset}/syncnet.pt", "weights"),
             *[(f"results/models/{dataset}/{v}/model.pt", "weights") for v in variants],
             (f"results/videos/{dataset}", "videos"), (f"results/metrics/{dataset}/summary.json", "table"),
-            ("results/table1.csv", "table"), ("results/table2.csv", "table")]
+            ("results/table1.csv", "table"), ("results/table2.csv", "table"), ("results/table_cross.csv", "table")]
 
 
 def folder_sha256(path: Path) -> str:

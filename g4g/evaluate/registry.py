@@ -97,9 +97,10 @@ class Metric(ABC):
     """One metric: the columns it fills, what its clips share (`load`), and one clip's accumulator (an instance)."""
 
     columns: tuple[str, ...] = ()
-    lower_is_better: frozenset[str] = frozenset()  # of its columns; the others: higher is better
+    lower_is_better: frozenset[str] = frozenset()  # of its columns; the others: higher is better ...
+    against_truth: frozenset[str] = frozenset()    # ... except these: read against the ground truth's value
     compares = True  # against the ground-truth crops: not computed for the ground truth scored against itself
-    settings: tuple[str, ...] = ("reconstruction",)  # where it means something (g4g.infer.testset.SETTINGS)
+    settings: tuple[str, ...] = ("reconstruction",)  # where it means something (g4g.params.SETTINGS)
 
     @classmethod
     def load(cls, ms: MetricSet) -> Any:
@@ -358,6 +359,7 @@ class MouthMotion(Metric):
 
     columns = ("LMD", "Mouth-audio agreement", "Silent-mouth ratio", "Mouth movement")
     lower_is_better = frozenset({"LMD", "Silent-mouth ratio"})
+    against_truth = frozenset({"Mouth movement"})
     compares = False  # agreement and silence need no ground truth; LMD only where it is given
     settings = SETTINGS
 
@@ -374,7 +376,7 @@ class MouthMotion(Metric):
         truth = chunk.crops if chunk.gt is None else chunk.gt  # the ground truth's row: its crops are the truth
         # both shapes are fitted in the ground truth's face box (g4g.metrics.mouth), found once per frame for
         # all settings
-        boxes = self.shared.boxes(truth, key=(self.clip.clip.clip_id, chunk.start))
+        boxes = self.shared.boxes(truth, key=(self.clip.clip.clip_id, chunk.start, len(truth)))
         points = self.shared.points(chunk.crops, boxes)
         self.opening.append(inner_opening(points))
         if chunk.gt is not None and self.clip.setting == "reconstruction":
@@ -422,9 +424,11 @@ def metric_columns() -> tuple[str, ...]:
     return tuple(sorted(registered, key=lambda c: TABLE_ORDER.index(c) if c in TABLE_ORDER else len(TABLE_ORDER)))
 
 
-def lower_is_better(column: str) -> bool:
-    """Whether a smaller value of a table column is the better one (charts say which way is better)."""
-    return any(column in m.lower_is_better for m in METRICS)
+def better(column: str) -> str:
+    """Which value of a table column is the better one, as the charts say it."""
+    if any(column in m.against_truth for m in METRICS):
+        return "the ground truth's is the level"
+    return "lower is better" if any(column in m.lower_is_better for m in METRICS) else "higher is better"
 
 
 class MetricSet:
@@ -444,7 +448,6 @@ class MetricSet:
         self._seen: set[str] = set()
         self.loaded = [(m, s) for m in METRICS if (image or not m.compares) and setting in m.settings
                        and (s := m.load(self)) is not None]
-        self.compares = any(m.compares for m, _ in self.loaded)
 
     def network(self, label: str, build: Callable[[], Any]) -> Any:
         """build(), once per method, its weights listed under `label`; None when its weights are missing (the

@@ -10,7 +10,7 @@ params.yaml `extra_seeds`, tableN_seeds.csv holds each variant's mean and standa
 training seeds (g4g.evaluate.seeds); the Markdown shows them under the table and the DVC metrics JSON
 carries them.
 
-Table 3 (cross-driven): every measured method with each test clip driven by another test clip's audio
+The cross-driven table (table_cross): every measured method with each test clip driven by another test clip's audio
 (g4g.params SETTINGS): the measures that read the audio, against the driving audio, and the leakage,
 the mouth's movement when silence drives the clip; the ground truth's row is its own video under the same
 driving audio, the level of a mouth that ignores it. Intervals and paired differences as for tables 1 and 2.
@@ -26,7 +26,7 @@ from pathlib import Path
 from g4g.evaluate import paper
 from g4g.evaluate.charts import bar_chart, row_label, slug
 from g4g.evaluate.intervals import REFERENCE, interval_rows, lookup, write_intervals
-from g4g.evaluate.registry import lower_is_better, metric_columns
+from g4g.evaluate.registry import better, metric_columns
 from g4g.evaluate.seeds import seeds_path, spread_rows, write_spread
 from g4g.params import split_replicate
 from g4g.utils import atomic_path, write_json, write_text
@@ -45,15 +45,15 @@ def table2_columns() -> tuple[str, ...]:
     return ("dataset", "method", "variant", *table1_columns()[2:])
 
 
-def table3_measures() -> tuple[str, ...]:
+def cross_measures() -> tuple[str, ...]:
     """The cross-driven table's measures: the registry's columns that need no paired ground truth, and the leakage."""
     driven = ("FID", "LSE-D", "LSE-C", "Mouth-audio agreement", "Silent-mouth ratio", "Mouth movement",
               "LSE-D (landmark crop)", "LSE-C (landmark crop)", "LSE-D (own SyncNet)", "LSE-C (own SyncNet)")
     return (*(c for c in metric_columns() if c in driven), LEAKAGE)
 
 
-def table3_columns() -> tuple[str, ...]:
-    return ("dataset", "method", "source", *table3_measures(), "n videos", "n frames", "notes")
+def cross_columns() -> tuple[str, ...]:
+    return ("dataset", "method", "source", *cross_measures(), "n videos", "n frames", "notes")
 
 
 def _measure(col: str) -> bool:
@@ -221,7 +221,8 @@ def plot_rows(rows: list[dict], metric: str) -> list[dict]:
 
 def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: list[str], table2_methods: list[str],
                table1: str, table2: str, metrics_dir: str = "results/metrics", figures_dir: str = "results/figures",
-               table_seed: dict[str, int] | None = None, table3: str | None = None) -> tuple[list[dict], list[dict]]:
+               table_seed: dict[str, int] | None = None,
+               table_cross: str | None = None) -> tuple[list[dict], list[dict]]:
     """Rule `tables`: the three tables (CSV + .md beside, intervals and seed spread CSVs), and per dataset the
     DVC metrics JSON ({metrics_dir}/{dataset}/summary.json), the plot data
     ({metrics_dir}/{dataset}/plots/{metric}.csv) and the bar charts ({figures_dir}/{dataset}/charts/{metric}.png).
@@ -242,16 +243,16 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
         write_intervals([b for k, b in ci.items() if k[:2] in shown], intervals_path(path))
         write_spread(shown_spread, seeds_path(path))
     measured = list({(r["dataset"], r["method"]): r for r in rows1 + rows2 if r["source"] == "this run"}.values())
-    if table3:
+    if table_cross:
         order = {(r["dataset"], r["method"]): i for i, r in enumerate(measured)}
         driven = sorted((d for s in summaries if (s["dataset"], s["method"]) in order and (d := driven_summary(s))),
                         key=lambda d: order[(d["dataset"], d["method"])])
-        rows3 = [measured_row(d) for d in driven]
-        ci3 = lookup(interval_rows(driven, table3_measures()))
-        write_csv(rows3, table3_columns(), table3)
-        write_markdown(rows3, table3_columns(), Path(table3).with_suffix(".md"),
-                       "Table 3: cross-driven (each test clip driven by another's audio, and by silence)", ci3)
-        write_intervals(list(ci3.values()), intervals_path(table3))
+        rows_cross = [measured_row(d) for d in driven]
+        ci_cross = lookup(interval_rows(driven, cross_measures()))
+        write_csv(rows_cross, cross_columns(), table_cross)
+        write_markdown(rows_cross, cross_columns(), Path(table_cross).with_suffix(".md"),
+                       "Cross-driven: each test clip driven by another's audio, and by silence", ci_cross)
+        write_intervals(list(ci_cross.values()), intervals_path(table_cross))
     published = [r for r in rows1 if r["source"] == "paper"] + [
         r for r in rows2 if r["source"] == "paper" and r["method"] != "g4g"]  # full = Table 1's G4G row
     for d in datasets:
@@ -263,7 +264,7 @@ def run_tables(summary_paths: list[str], datasets: list[str], table1_methods: li
                 w = csv.DictWriter(f, ["method", "value", "source"])
                 w.writeheader()
                 w.writerows(plot_rows(rows, metric))
-            bar_chart(rows, metric, Path(figures_dir) / d / "charts" / f"{slug(metric)}.png", lower_is_better(metric),
+            bar_chart(rows, metric, Path(figures_dir) / d / "charts" / f"{slug(metric)}.png", better(metric),
                       ci, {(b["dataset"], b["method"]): b["values"] for b in spread if b["metric"] == metric})
     return rows1, rows2
 

@@ -89,8 +89,9 @@ def reference_videos(clips_parquet: str, resampled: list[str], kind: str, out_di
             raise ClipError(f"no reconstruction render to reuse ({own})")
         with scratch_dir("g4g-ref-") as tmp:
             write_wav(Path(tmp) / "audio.wav", audio)
-            remux_audio(own, Path(tmp) / "audio.wav", path, clip.n_frames / 25)
-        return clip.n_frames
+            n = len(stored_track(clip))  # the frames render_reference wrote
+            remux_audio(own, Path(tmp) / "audio.wav", path, n / 25)
+        return n
 
     rows = run_clips(test_clips(clips_parquet, resampled), render, out_dir, index_out, rejects_out,
                      f"reference_{kind}", seed)

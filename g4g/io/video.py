@@ -339,7 +339,7 @@ def remux_audio(video: str | os.PathLike, audio: str | os.PathLike, out: str | o
                             "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-t", f"{duration:.6f}",
                             "-movflags", "+faststart", str(tmp)], capture_output=True, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed remuxing {video} with {audio}: {r.stderr.strip()}")
+            raise ClipError(f"ffmpeg failed remuxing {video} with {audio}: {r.stderr.strip()}")
 
 
 class VideoWriter:

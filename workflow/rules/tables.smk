@@ -1,4 +1,4 @@
-# Phase 7: table1 / table2 / table3 (CSV + Markdown) with the paper's published rows beside ours, the DVC metrics
+# Phase 7: table1 / table2 / table_cross (CSV + Markdown) with the paper's published rows beside ours, the DVC metrics
 # JSON, plot data and bar charts per dataset (docs/design/pipeline.md Sec. 5).
 rule tables:
     input:
@@ -11,10 +11,10 @@ rule tables:
                       labels={"table": "1: comparison"}),
         table2=report("results/table2.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "2: ablation"}),
-        table3=report("results/table3.csv", caption="../report/table.rst", category="Tables",
-                      labels={"table": "3: cross-driven"}),
-        markdown=["results/table1.md", "results/table2.md", "results/table3.md"],
-        intervals=["results/table1_intervals.csv", "results/table2_intervals.csv", "results/table3_intervals.csv"],
+        table_cross=report("results/table_cross.csv", caption="../report/table.rst", category="Tables",
+                           labels={"table": "cross-driven"}),
+        markdown=["results/table1.md", "results/table2.md", "results/table_cross.md"],
+        intervals=["results/table1_intervals.csv", "results/table2_intervals.csv", "results/table_cross_intervals.csv"],
         seeds=["results/table1_seeds.csv", "results/table2_seeds.csv"],
         metrics=expand("results/metrics/{dataset}/summary.json", dataset=METHODS["datasets"]),
         # one CSV and one chart per metric column of the registry (g4g.evaluate.registry): folders, so that
@@ -34,7 +34,7 @@ rule tables:
     shell:
         "g4g tables --summaries {input.summaries} {input.replicates} --datasets {params.datasets}"
         " --table1-methods {params.table1} --table2-methods {params.table2}"
-        " --table1 {output.table1} --table2 {output.table2} --table3 {output.table3}"
+        " --table1 {output.table1} --table2 {output.table2} --table-cross {output.table_cross}"
         " --table-seed {params.table_seed} --log {log}"
 
 
@@ -42,7 +42,7 @@ rule tables:
 # files (g4g.evaluate.fingerprints; `g4g fingerprints` prints the same).
 rule fingerprints:
     input:
-        tables=[rules.tables.output.table1, rules.tables.output.table2],
+        tables=[rules.tables.output.table1, rules.tables.output.table2, rules.tables.output.table_cross],
         summary="results/metrics/{dataset}/summary.json",
         prepared=rules.prepare.output.summary,
         syncnet=rules.train_sync.output.model,
