@@ -318,12 +318,14 @@ def run_tool(wd: Path, *cmd: str, check: bool = True, timeout: float = 600) -> s
 
 
 def tiny_pipeline(wd: Path) -> Path:
-    """params.yaml of the demo DAG at its smallest in `wd`: 5 clips of ~1.4 s in 2 shards (two for test: the least
-    that the cross-driven setting needs), a few training steps, one variant, one trivial baseline beside the ground
-    truth (every rule still runs: reference_paste is mean_face's rule with another argument), no MLflow."""
+    """params.yaml of the demo DAG at its smallest in `wd`: 4 clips of ~1.4 s in 2 shards (one clip for test: the
+    cross-driven setting is then a row with its reason, the silent one runs; two test clips cost the suite more
+    than 2 minutes, and tests/test_infer.py and test_evaluate.py drive two clips), a few training steps, one
+    variant, one trivial baseline beside the ground truth (every rule still runs: reference_paste is mean_face's
+    rule with another argument), no MLflow."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     demo = params["datasets"]["demo"]
-    demo.update(n_clips=5, min_seconds=1.2, max_seconds=1.6, shard_size=3, split={"protocol": "count", "n_test": 2})
+    demo.update(n_clips=4, min_seconds=1.2, max_seconds=1.6, shard_size=2, split={"protocol": "count", "n_test": 1})
     demo["overrides"]["train"].update(stages=[{"mode": "frame", "scale": 64, "steps": 3, "batch": 2, "gan": False},
                                               {"mode": "clip", "scale": 64, "steps": 2, "batch": 1}],
                                       checkpoint_every=2, sample_every=0, log_every=1, eval_frames=4)
