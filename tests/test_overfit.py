@@ -8,7 +8,7 @@ import torch
 from g4g.models.g4g import variant_config
 from g4g.params import ModelParams, TrainParams
 
-STEPS = 200
+STEPS, CHECK, DONE = 200, 20, 0.45  # at most 200 steps; the masked L1 looked at every 20; 0.45x is far enough
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,19 @@ def synth(tmp_path_factory):
 
 
 @pytest.mark.slow  # learning runs: minutes
-@pytest.mark.parametrize(("threads", "bf16"), [(1, False), (2, False), (4, False), (2, True)])
+@pytest.mark.parametrize(("threads", "bf16"), [(1, False), (2, False), (4, False), (1, True)])
 def test_generator_overfits_a_few_frames(synth, torch_threads, threads, bf16):
     """On 2 fixed frames, with the generator's Adam betas of training (TrainParams), the masked-region L1 falls
     to half that of copying a reference frame and the loss never jumps, whatever the thread count (the order
     of float sums) and under bf16 autocast. With the specification's beta1 0.5 the one-thread run ended at
-    0.83x, its loss up from 0.49 to 2.19 around step 90 (docs/decisions.md, "Training spikes")."""
+    0.83x, its loss up from 0.49 to 2.19 around step 90 (docs/decisions.md, "Training spikes").
+
+    The run stops at the first look from step 100 on (past where those spikes came) that finds 0.45x or less:
+    the four settings stop at steps 120-160 (run on to 200 they stand at 0.38-0.44x at step 160 and 0.34-0.42x
+    at 200), and the module costs 236 CPU-s alone against 420 at a fixed 200 steps. The look is in eval mode,
+    which leaves the contrastive queue as training left it, so looking does not change the run. bf16 runs at
+    one thread: the thread count is the other three's question, and bf16 at two threads cost 150 CPU-s against
+    55 for fp32 at one."""
     from torch.utils.data import default_collate
 
     from g4g.losses import LossWeights, generator_losses
@@ -42,22 +49,25 @@ def test_generator_overfits_a_few_frames(synth, torch_threads, threads, bf16):
     w = LossWeights(lambda_v=0, lambda_con=0)
     m = b["M"]
     masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))
-    losses = []
-    for _ in range(STEPS):
+    l1_ref = masked_l1(b["I_r"][:, :3])
+    losses, ratios = [], []
+    for step in range(1, STEPS + 1):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = G(b)
         loss = generator_losses(out, b["I_t"], w)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
-    with torch.no_grad():
-        out = G(b)
-    l1_ref = masked_l1(b["I_r"][:, :3])
-    ratio = masked_l1(out["I_out"]) / l1_ref
-    print(f"\n{threads} threads, bf16 {bf16}: masked L1 {ratio:.3f} x the reference copy's; loss every 20 steps "
-          f"{[round(v, 3) for v in losses[::20]]}")
-    assert ratio < 0.5, ratio
+        losses.append(float(loss.detach()))
+        if step % CHECK == 0:
+            with torch.no_grad():
+                ratios.append(masked_l1(G.eval()(b)["I_out"]) / l1_ref)
+            G.train()
+            if step >= 100 and ratios[-1] <= DONE:
+                break
+    print(f"\n{threads} threads, bf16 {bf16}: masked L1 / the reference copy's every {CHECK} steps "
+          f"{[round(r, 3) for r in ratios]}; loss every 20 steps {[round(v, 3) for v in losses[::20]]}")
+    assert ratios[-1] < 0.5, ratios
     # no spike: once learning has started, the loss never rises above 1.5x the best so far
     best = np.minimum.accumulate(losses)
     assert (np.array(losses[40:]) < 1.5 * best[40:]).all(), losses
