@@ -146,6 +146,46 @@ def test_generator_channels_last_bf16_autocast():
     assert out["I_out"].shape == (2, 3, 104, 80) and torch.isfinite(out["I_out"].float()).all()
 
 
+def test_fp32_islands_stay_fp32_under_bf16_autocast(monkeypatch):
+    """Issue 22 item 4: under bf16 autocast the parts whose precision decides the result run in float32 (on
+    CUDA with TF32 off for them as well): the AdaAT sampling grid and the warp's grid_sample, the InfoNCE
+    similarities (Eq. 8-9, logits over a 4096-key queue at tau 0.07), and the sync expert's BCE (unsafe under
+    autocast). Each is watched where it is computed, on the generator's own forward and the losses' own calls."""
+    from g4g.models import adaat, contrastive, sync_expert
+    from g4g.models.contrastive import InterModalityContrast
+    from g4g.models.sync_expert import SyncExpert, sync_loss
+
+    seen: dict[str, set] = {}
+
+    def watch(module, name, *labels):
+        real = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            for label, x in zip(labels, args):
+                seen.setdefault(label, set()).add(x.dtype)
+            out = real(*args, **kwargs)
+            seen.setdefault(f"{name} result", set()).add(out.dtype)
+            return out
+        monkeypatch.setattr(module, name, wrapped)
+
+    watch(adaat.F, "grid_sample", "warp input", "warp grid")
+    watch(contrastive, "info_nce", "InfoNCE query", "InfoNCE positives", "InfoNCE queue")
+    watch(sync_expert.F, "binary_cross_entropy", "sync BCE input")
+    torch.manual_seed(0)
+    g = build_generator("demo", width=0.125)
+    contrast = InterModalityContrast(32, 32, 16, queue_size=8)
+    expert = SyncExpert(width=0.125).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = g(make_batch(64, 2))
+        nce = contrast(torch.randn(4, 32), torch.randn(4, 32), torch.tensor([0, 0, 1, 1]))
+        sync = sync_loss(expert, torch.rand(2, 15, 32, 32), torch.randn(2, 1, 80, 16))
+        conv = torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3))
+    assert conv.dtype == torch.bfloat16  # autocast is on: the rest of the network runs in bf16
+    assert out["I_out"].dtype == torch.float32 and nce.dtype == sync.dtype == torch.float32
+    assert seen and all(dtypes == {torch.float32} for dtypes in seen.values()), seen
+    assert {"warp grid", "InfoNCE queue", "sync BCE input"} <= seen.keys(), seen
+
+
 # ----------------------------------------------------------------------------------------------------
 # Encoders, decoder, blend net, discriminators
 # ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The generator learns whatever the float summation order: the overfit of issue 29 item 6, at 1, 2 and 4
-torch threads and under bf16 autocast (its own module, so that pytest-xdist runs it beside tests/test_train.py)."""
+torch threads and under bf16 autocast, and bf16 training beside fp32 (issue 22 item 4); its own module, so that
+pytest-xdist runs it beside tests/test_train.py."""
 
 import numpy as np
 import pytest
@@ -71,3 +72,43 @@ def test_generator_overfits_a_few_frames(synth, torch_threads, threads, bf16):
     # no spike: once learning has started, the loss never rises above 1.5x the best so far
     best = np.minimum.accumulate(losses)
     assert (np.array(losses[40:]) < 1.5 * best[40:]).all(), losses
+
+
+@pytest.mark.slow  # two short learning runs
+def test_bf16_training_follows_fp32(synth, torch_threads):
+    """Issue 22 item 4: the same 30 steps from the same weights in fp32 and under bf16 autocast (what
+    `train.amp` turns on for CUDA; CPU autocast runs the same casts). Every loss is finite; the first step's
+    loss is within 1 % of fp32's (the forward's precision: 0.15 % measured); over 30 steps the curves part
+    (the updates differ) but stay within 25 % of each other (17 % at most over 40 steps measured, bf16 the
+    lower) and both fall below half the first loss."""
+    from torch.utils.data import default_collate
+
+    from g4g.losses import LossWeights, generator_losses
+    from g4g.models.g4g import G4G
+    from g4g.train.data import G4GSamples, device_batch, read_clips
+
+    torch_threads(1)
+    cfg = variant_config(ModelParams(size="demo", width=0.125), "full", 64)
+    ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
+    b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
+    w = LossWeights(lambda_v=0, lambda_con=0)
+    curves = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        G = G4G(cfg)
+        opt = torch.optim.Adam(G.parameters(), lr=2e-3, betas=TrainParams().betas)
+        losses = []
+        for _ in range(30):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = generator_losses(G(b), b["I_t"], w)["total"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        curves[bf16] = np.array(losses)
+    fp32, bf16 = curves[False], curves[True]
+    print(f"\nloss every 5 steps: fp32 {np.round(fp32[::5], 3)}, bf16 {np.round(bf16[::5], 3)}")
+    assert np.isfinite(fp32).all() and np.isfinite(bf16).all()
+    assert abs(bf16[0] - fp32[0]) < 0.01 * fp32[0], (bf16[0], fp32[0])
+    assert (np.abs(bf16 - fp32) < 0.25 * fp32).all(), (fp32, bf16)
+    assert fp32[-1] < 0.5 * fp32[0] and bf16[-1] < 0.5 * bf16[0], (fp32, bf16)
