@@ -558,3 +558,23 @@ def test_skeleton_resumes_a_toy_loop_exactly(synth, tmp_path):
     assert [s for s, _ in list_checkpoints(folder)] == [2, 3, 5]  # the stop, then each stage's end
     state = load_latest(folder)
     assert {"net", "opt", "kind", "sampler", "step", "rng"} <= state.keys() and state["sampler"]["next_step"] == 5
+
+
+def test_training_flops_are_counted_per_frame(synth):
+    """`python -m g4g.bench.train`'s model FLOPs of a training step (issue 22 item 5), counted per frame: the
+    same at batch 1 and 2 (the count scales with the batch, not a fixed cost), and in the clip stage more than
+    twice a generator forward alone (both updates, every loss, the backward)."""
+    from torch.utils.data import default_collate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from g4g.bench.train import step_flops
+    from g4g.models.g4g import build_generator, model_config
+    from g4g.train.data import G4GSamples, device_batch, read_clips
+
+    cfg = model_config("demo", width=0.125)
+    one, two = step_flops(cfg, 1, 1, str(synth)), step_flops(cfg, 1, 2, str(synth))
+    assert one > 0 and abs(two - one) < 0.02 * one, (one, two)
+    ds = G4GSamples(read_clips(str(synth), "train", 10), cfg, 1, seed=0, crop_scale=None)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        build_generator("demo", width=0.125)(device_batch(default_collate([ds[0]]), torch.device("cpu")))
+    assert step_flops(cfg, 5, 1, str(synth)) > 2 * counter.get_total_flops(), (counter.get_total_flops(), one)

@@ -3,6 +3,11 @@
 CPU, demo scale (face 104 x 80, width 0.25): samples/s of the real training step (generator update +
 discriminator update, g4g.train.step) in the frame and clip stages, the time split into waiting for
 data and compute, and the loader alone (with and without the decoded-frame cache).
+CPU, paper scale, what a GPU's data loader must keep up with (issue 22 item 5): the loader's samples/s in one
+process (one worker's rate) for frame samples and clip samples (5 targets + references) at 416 x 320 without
+the frame cache, the model FLOPs of one training step per sample (torch.utils.flop_counter: generator,
+discriminators, the sync expert and VGG-19 L_p, forward and backward), and from them the samples/s a GPU
+would train at a given MFU and the loader workers that takes (--peak-tflops, --mfu).
 CUDA (when available), paper scale (416 x 320, width 1, bf16, channels-last, every loss): samples/s and peak GPU
 memory at batch 3 and at the largest batch that fits (doubled until out of memory), the loader's own
 samples/s with the configured workers, and the headroom = loader samples/s / training samples/s (below
@@ -116,6 +121,40 @@ def cpu_figures(clips: str, steps: int) -> None:
         print(f"{f'loader alone (frame samples, cache {cache})':<52} {rate:8.1f} frames/s")
 
 
+def step_flops(cfg, T: int, batch: int, clips: str) -> float:
+    """Model FLOPs of one training step (G update with every loss, D update), per sample, counted on CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        vgg = VGGPerceptual(pretrained=True)
+    except WeightsError:
+        vgg = VGGPerceptual(pretrained=False)  # the same FLOPs
+    cpu = torch.device("cpu")
+    expert = SyncExpert(width=cfg.width).eval().requires_grad_(False) if T > 1 else None
+    train = TrainParams()
+    n = build_nets(cfg, train.lr, train.betas, train.d_betas, LossWeights(), cpu, T > 1, expert, vgg)
+    b = device_batch(next(iter(make_loader(_dataset(cfg, T, clips, 0), batch, 0, 1, 0))), cpu)
+    with FlopCounterMode(display=False) as counter:
+        train_step(n, b, T, gan=True)
+    return counter.get_total_flops() / (batch * T)
+
+
+def paper_cpu_figures(clips: str, steps: int, peak_tflops: float, mfu: float) -> None:
+
+    print("\n-- CPU, paper scale (face 416x320, width 1): what a GPU's loader must keep up with --")
+    cfg = model_config("paper")
+    rates = {}
+    for T, batch, name in ((1, 12, "frame"), (5, 3, "clip")):
+        rates[name] = loader_rate(_dataset(cfg, T, clips, 0), batch, 0, max(steps, 4))
+        print(f"{f'loader, one worker, {name} samples (batch {batch}, no cache)':<52} {rates[name]:8.1f} frames/s")
+    for T, batch, name in ((1, 1, "frame"), (5, 1, "clip")):
+        flops = step_flops(cfg, T, batch, clips)
+        gpu = mfu * peak_tflops * 1e12 / flops
+        print(f"{f'{name} stage: model FLOPs per training frame':<52} {flops / 1e9:8.1f} GFLOP; at "
+              f"{100 * mfu:.0f} % MFU of {peak_tflops:.0f} TFLOP/s: {gpu:.0f} frames/s, {gpu / rates[name]:.1f} "
+              f"loader workers", flush=True)
+
+
 def cuda_figures(clips: str, steps: int, workers: int) -> None:
 
     dev = torch.device("cuda")
@@ -145,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=8, help="loader workers on CUDA")
     ap.add_argument("--clips", help="clips.parquet (default: the demo set, else a synthetic set)")
     ap.add_argument("--cuda-only", action="store_true", help="only the paper-scale CUDA figures (tools/gpu-check)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="the GPU's dense bf16 peak for the predicted loader workers (default: H100 SXM, 989)")
+    ap.add_argument("--mfu", type=float, default=0.4, help="the model FLOPs utilisation to predict at (default 0.4)")
     a = ap.parse_args(argv)
     clips = a.clips or (str(DEMO_CLIPS) if DEMO_CLIPS.exists() else None)
     if clips is None:
@@ -154,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         return cuda_figures(clips, a.steps, a.workers)
     print(f"data: {clips}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     cpu_figures(clips, a.steps)
+    paper_cpu_figures(clips, a.steps, a.peak_tflops, a.mfu)
     if not torch.cuda.is_available():
         print("\nCUDA not available: paper-scale figures skipped")
         return
