@@ -20,6 +20,24 @@ def synth(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("synth"), 40, 4, 3)
 
 
+def overfit_setup(synth):
+    """The overfit's fixed batch of 2 frames, a freshly seeded demo-size generator (width 0.125), Adam at 2e-3
+    with the generator's betas of training, and the loss weights without L_p and L_con."""
+    from torch.utils.data import default_collate
+
+    from g4g.losses import LossWeights
+    from g4g.models.g4g import G4G
+    from g4g.train.data import G4GSamples, device_batch, read_clips
+
+    cfg = variant_config(ModelParams(size="demo", width=0.125), "full", 64)
+    ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
+    b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
+    torch.manual_seed(0)
+    G = G4G(cfg)
+    return b, G, torch.optim.Adam(G.parameters(), lr=2e-3, betas=TrainParams().betas), LossWeights(lambda_v=0,
+                                                                                                    lambda_con=0)
+
+
 @pytest.mark.slow  # learning runs: minutes
 @pytest.mark.parametrize(("threads", "bf16"), [(1, False), (2, False), (4, False), (1, True)])
 def test_generator_overfits_a_few_frames(synth, torch_threads, threads, bf16):
@@ -34,20 +52,10 @@ def test_generator_overfits_a_few_frames(synth, torch_threads, threads, bf16):
     which leaves the contrastive queue as training left it, so looking does not change the run. bf16 runs at
     one thread: the thread count is the other three's question, and bf16 at two threads cost 150 CPU-s against
     55 for fp32 at one."""
-    from torch.utils.data import default_collate
-
-    from g4g.losses import LossWeights, generator_losses
-    from g4g.models.g4g import G4G
-    from g4g.train.data import G4GSamples, device_batch, read_clips
+    from g4g.losses import generator_losses
 
     torch_threads(threads)
-    torch.manual_seed(0)
-    cfg = variant_config(ModelParams(size="demo", width=0.125), "full", 64)
-    ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
-    b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
-    G = G4G(cfg)
-    opt = torch.optim.Adam(G.parameters(), lr=2e-3, betas=TrainParams().betas)
-    w = LossWeights(lambda_v=0, lambda_con=0)
+    b, G, opt, w = overfit_setup(synth)
     m = b["M"]
     masked_l1 = lambda x: float(((x - b["I_t"]).abs() * m).sum() / (3 * m.sum()))
     l1_ref = masked_l1(b["I_r"][:, :3])
@@ -81,22 +89,12 @@ def test_bf16_training_follows_fp32(synth, torch_threads):
     loss is within 1 % of fp32's (the forward's precision: 0.15 % measured); over 30 steps the curves part
     (the updates differ) but stay within 25 % of each other (17 % at most over 40 steps measured, bf16 the
     lower) and both fall below half the first loss."""
-    from torch.utils.data import default_collate
-
-    from g4g.losses import LossWeights, generator_losses
-    from g4g.models.g4g import G4G
-    from g4g.train.data import G4GSamples, device_batch, read_clips
+    from g4g.losses import generator_losses
 
     torch_threads(1)
-    cfg = variant_config(ModelParams(size="demo", width=0.125), "full", 64)
-    ds = G4GSamples(read_clips(str(synth)), cfg, 1, seed=0, crop_scale=None)
-    b = device_batch(default_collate([ds[0], ds[1]]), torch.device("cpu"))
-    w = LossWeights(lambda_v=0, lambda_con=0)
     curves = {}
     for bf16 in (False, True):
-        torch.manual_seed(0)
-        G = G4G(cfg)
-        opt = torch.optim.Adam(G.parameters(), lr=2e-3, betas=TrainParams().betas)
+        b, G, opt, w = overfit_setup(synth)
         losses = []
         for _ in range(30):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

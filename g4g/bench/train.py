@@ -45,6 +45,14 @@ def _dataset(cfg, T: int, clips_parquet: str, cache: int):
     return G4GSamples(read_clips(clips_parquet, "train", min_frames=10), cfg, T, seed=0, cache_frames=cache)
 
 
+def _vgg() -> VGGPerceptual:
+    """VGG-19 for L_p: the pretrained weights when present, else random ones (the same cost and FLOPs)."""
+    try:
+        return VGGPerceptual(pretrained=True)
+    except WeightsError:
+        return VGGPerceptual(pretrained=False)
+
+
 def loader_rate(ds, batch: int, workers: int, n: int) -> float:
     """Samples/s of the loader alone (first batch excluded: worker start-up)."""
 
@@ -60,12 +68,7 @@ def train_rate(cfg, T: int, batch: int, steps: int, clips: str, device: torch.de
                amp: bool, cache: int = 0, warmup: int = 2, perceptual: bool = True, gan: bool = True) -> dict:
     """Samples/s of the training step, data wait vs compute, and peak memory (CUDA)."""
 
-    vgg = None
-    if perceptual:
-        try:
-            vgg = VGGPerceptual(pretrained=True)
-        except WeightsError:
-            vgg = VGGPerceptual(pretrained=False)
+    vgg = _vgg() if perceptual else None
     expert = SyncExpert(width=cfg.width).to(device).eval().requires_grad_(False) if T > 1 else None
     train = TrainParams()  # the paper's rate, the project's betas
     n = build_nets(cfg, train.lr, train.betas, train.d_betas, LossWeights(), device, T > 1, expert,
@@ -125,10 +128,7 @@ def step_flops(cfg, T: int, batch: int, clips: str) -> float:
     """Model FLOPs of one training step (G update with every loss, D update), per sample, counted on CPU."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    try:
-        vgg = VGGPerceptual(pretrained=True)
-    except WeightsError:
-        vgg = VGGPerceptual(pretrained=False)  # the same FLOPs
+    vgg = _vgg()
     cpu = torch.device("cpu")
     expert = SyncExpert(width=cfg.width).eval().requires_grad_(False) if T > 1 else None
     train = TrainParams()
